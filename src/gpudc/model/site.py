@@ -1,0 +1,226 @@
+"""The typed site model: what engineers write under `gpudc:` in a Pulumi stack file.
+
+Field names are the YAML keys. Structural rules live here (pydantic); rules that need
+the catalog or the expansion (power, ports, pools) live in `gpudc.model.rules` and
+`gpudc.plan.expand`. Every error names its YAML path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+NAME_FIELDS = frozenset({"site", "hall", "row", "rack", "pool", "index", "slot", "position"})
+
+
+def check_label(value: str) -> str:
+    """An RFC 1123 label: lowercase letters, digits and inner hyphens, at most 63 characters.
+
+    Names land in hostnames, file names, templates and shell commands; this rule is what
+    makes injection impossible, so nothing else is allowed.
+    """
+    if not isinstance(value, str) or not _LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not an RFC 1123 name (lowercase a-z, 0-9 and inner '-', 1-63 characters)"
+        )
+    return value
+
+
+Label = Annotated[str, AfterValidator(check_label)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SiteSpec(_Spec):
+    name: Label
+    provider: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")
+    region: Label
+    data_residency: Label = Field(description="Jurisdiction the site's data must stay in, e.g. jp")
+    os: Literal["ubuntu2204", "ubuntu2404", "debian12"] = "ubuntu2404"
+    domain: str = Field(default="", description="DNS domain of the site; default <name>.gpudc.internal")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        for label in filter(None, value.split(".")):
+            check_label(label)
+        return value
+
+
+class RowSpec(_Spec):
+    name: Label
+    racks: int = Field(ge=1, le=500)
+    rack_units: int = Field(default=48, ge=20, le=60)
+    rack_power_kw: float | None = Field(default=None, gt=0, description="Overrides the hall's per-rack limit")
+
+
+class HallSpec(_Spec):
+    name: Label
+    power_kw: float = Field(gt=0, description="Power envelope of the room")
+    cooling: Literal["air", "liquid"]
+    rack_power_kw: float = Field(gt=0, description="Per-rack power limit (PDU or cooling)")
+    reserved_u: int = Field(default=2, ge=0, le=10, description="Rack units kept for TOR/OOB switches")
+    rows: list[RowSpec] = Field(min_length=1)
+
+
+class PoolSpec(_Spec):
+    name: Label
+    sku: str
+    profile: str
+    hall: Label
+    count: int | None = Field(default=None, ge=1, description="Nodes, for node SKUs (HGX)")
+    racks: int | None = Field(default=None, ge=1, description="Racks, for rack-scale SKUs (NVL72)")
+    trays_per_rack: int | None = Field(
+        default=None, ge=1, description="Populated compute trays per rack (rack SKUs; default: all)"
+    )
+    nodes_per_rack: int | None = Field(default=None, ge=1, description="Cap on nodes per rack (node SKUs)")
+    os: Literal["ubuntu2204", "ubuntu2404", "debian12"] | None = None
+    slurm_partition: Label | None = None
+
+    @model_validator(mode="after")
+    def _count_or_racks(self) -> PoolSpec:
+        if (self.count is None) == (self.racks is None):
+            raise ValueError("give exactly one of 'count' (node SKUs) or 'racks' (rack-scale SKUs)")
+        return self
+
+
+class ComputeFabricSpec(_Spec):
+    kind: Literal["infiniband", "roce"]
+    rate_gbps: Literal[400, 800]
+    rail_optimized: bool = True
+    su_size: int = Field(default=32, ge=1, le=1024, description="Nodes per scalable unit")
+    leaf: str
+    spine: str
+
+
+class EthernetFabricSpec(_Spec):
+    leaf: str
+    spine: str | None = None
+    rate_gbps: int = Field(default=100, ge=1)
+    mtu: int = Field(default=9216, ge=1280, le=9216)
+
+
+class OobFabricSpec(_Spec):
+    switch: str = "sn2201"
+
+
+class FabricsSpec(_Spec):
+    compute: ComputeFabricSpec | None = None
+    frontend: EthernetFabricSpec | None = None
+    storage: EthernetFabricSpec | None = None
+    inband: EthernetFabricSpec | None = None
+    oob: OobFabricSpec = OobFabricSpec()
+
+
+NETWORK_NAMES = ("oob", "inband", "frontend", "storage", "compute")
+
+
+class NetworkSpec(_Spec):
+    prefixes: list[str] = Field(min_length=1)
+    reserve: int = Field(default=10, ge=0, description="Addresses kept at the start of each prefix (gateways)")
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                net = ipaddress.IPv4Network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IPv4 prefix: {exc}") from None
+            if net.prefixlen > 30:
+                raise ValueError(f"{value!r}: prefixes longer than /30 hold no hosts")
+        return values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"prefixes": [data]}
+        if isinstance(data, list):
+            return {"prefixes": data}
+        return data
+
+
+class NetworksSpec(_Spec):
+    oob: NetworkSpec
+    inband: NetworkSpec
+    frontend: NetworkSpec | None = None
+    storage: NetworkSpec | None = None
+    compute: NetworkSpec | None = None
+
+
+class NamingSpec(_Spec):
+    rack: str = Field(default="{hall}-{row}{position:02d}")
+    node: str = Field(default="{rack}-n{slot:02d}")
+
+    @field_validator("rack", "node")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a name pattern: {exc}") from None
+        unknown = sorted(set(fields) - NAME_FIELDS)
+        if unknown or any(not f for f in fields):
+            raise ValueError(
+                f"{value!r} uses unknown fields {unknown or ['(positional)']}; allowed: {sorted(NAME_FIELDS)}"
+            )
+        literal = "".join(lit for lit, _, _, _ in string.Formatter().parse(value))
+        if not re.fullmatch(r"[a-z0-9-]*", literal):
+            raise ValueError(f"{value!r}: literal text may only hold a-z, 0-9 and '-'")
+        return value
+
+
+class SlurmSpec(_Spec):
+    enabled: bool = True
+    cluster_name: Label
+    controller: Label
+
+
+class MacsSpec(_Spec):
+    boot: str | None = None
+    bmc: str | None = None
+
+    @field_validator("boot", "bmc")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is not None and not _MAC.match(value):
+            raise ValueError(f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff, lowercase)")
+        return value
+
+
+class SecretValue(_Spec):
+    secure: str = Field(min_length=1)
+
+
+class Site(_Spec):
+    """The `gpudc:` namespace of a stack file."""
+
+    site: SiteSpec
+    halls: list[HallSpec] = Field(min_length=1)
+    pools: list[PoolSpec] = Field(min_length=1)
+    fabrics: FabricsSpec = FabricsSpec()
+    networks: NetworksSpec
+    naming: NamingSpec = NamingSpec()
+    slurm: SlurmSpec | None = None
+    macs: dict[Label, MacsSpec] = Field(default_factory=dict, description="Known MACs by node name")
+    bmcUser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,32}$")  # noqa: N815 (Pulumi key)
+    bmcPassword: SecretValue | None = None  # noqa: N815 (Pulumi key)
+
+    @field_validator("bmcPassword", mode="before")
+    @classmethod
+    def _password_is_secret(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "must be a Pulumi secret, not plain text: pulumi config set --secret gpudc:bmcPassword ..."
+            )
+        return value

@@ -1,0 +1,224 @@
+"""The plan: every device, address, cable and expectation of a site.
+
+Plain slotted dataclasses (not pydantic): a 100,000-GPU plan has ~10^5 objects and must
+expand in well under two seconds. Everything downstream (Pulumi, render, provision,
+validate, reprovision) reads these types and never re-derives what they hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Expectation:
+    """What a healthy node looks like; the validator checks exactly this."""
+
+    sku: str
+    gpu_count: int
+    gpu_model: str  # NVML's name, e.g. "NVIDIA H200"
+    gpu_arch: str  # hopper | blackwell
+    profile: str  # software profile name
+    os: str  # ubuntu2204 | ubuntu2404 | debian12
+    driver_version: str
+    driver_branch: str
+    cuda_version: str  # "13.0"
+    nccl_version: str
+    kernel_module: str  # open | proprietary
+    packages: dict[str, str]  # apt package -> exact version the profile pins for this OS
+    pcie_gen: int | None  # None where the GPU does not hang off PCIe (GB200: NVLink-C2C)
+    pcie_width: int | None
+    nvlink_count: int  # active NVLink links per GPU
+    ib_ports: int  # compute fabric ports (one per rail)
+    ib_rate_gbps: int
+    fabric_manager: bool  # nvidia-fabricmanager must run (HGX with NVSwitch)
+    nvlsm: bool  # NVLink subnet manager beside FM (Blackwell HGX)
+    imex: bool  # nvidia-imex must run (GB200 trays)
+    clique_required: bool  # fabric cliqueId must be non-zero (multi-node NVLink)
+    imex_peers: list[str] = field(default_factory=list)  # addresses in nodes_config.cfg
+    busbw_floor_gbps: float | None = None  # single-node all_reduce floor (full level)
+    max_temp_c: int = 85
+
+
+@dataclass(slots=True)
+class Nic:
+    name: str  # mlx5_0 ... or eth names for ethernet networks
+    network: str  # compute | frontend | storage | inband | oob
+    rail: int | None  # compute rail index, None elsewhere
+    rate_gbps: int
+    address: str | None = None
+    mac: str | None = None
+    switch: str | None = None  # far end switch name
+    switch_port: str | None = None
+
+
+@dataclass(slots=True)
+class Node:
+    """A host the tools log into: an HGX server or a GB200 compute tray."""
+
+    name: str
+    site: str
+    hall: str
+    rack: str
+    u: int  # lowest rack unit occupied (1-based)
+    height_u: int
+    pool: str
+    sku: str
+    profile: str
+    os: str
+    index: int  # position in the pool, 0-based
+    su: int | None  # scalable unit of the compute fabric
+    nvlink_domain: str | None  # NVL72 rack domain name, None for HGX (own NVSwitch domain)
+    power_kw: float
+    addresses: dict[str, str]  # network -> address (inband is the one SSH uses)
+    bmc_address: str
+    boot_mac: str | None
+    nics: list[Nic]
+    expected: Expectation
+
+    @property
+    def ssh_address(self) -> str:
+        return self.addresses["inband"]
+
+
+@dataclass(slots=True)
+class Device:
+    """A managed device that is not a node: NVLink switch tray, power shelf, switch."""
+
+    name: str
+    kind: str  # nvlink_switch_tray | switch
+    model: str
+    hall: str
+    rack: str | None
+    u: int | None
+    height_u: int
+    address: str  # management address (OOB)
+    bmc_address: str | None = None
+
+
+@dataclass(slots=True)
+class Switch:
+    name: str
+    fabric: str  # compute | frontend | storage | inband | oob
+    role: str  # leaf | spine | oob
+    model: str
+    ports: int
+    port_rate_gbps: int
+    su: int | None
+    rail: int | None
+    hall: str
+    rack: str | None
+    address: str  # management address on the OOB network
+    used_ports: int = 0
+
+
+@dataclass(slots=True)
+class Cable:
+    fabric: str
+    a_device: str
+    a_port: str
+    b_device: str
+    b_port: str
+    media: str  # e.g. osfp-400g, osfp-800g, qsfp-100g, rj45-1g
+    length_class: str  # in-rack | in-row | cross-row | cross-hall
+
+
+@dataclass(slots=True)
+class Rack:
+    name: str
+    hall: str
+    row: str
+    position: int
+    height_u: int
+    power_limit_kw: float
+    power_kw: float
+    cooling: str
+    nodes: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Hall:
+    name: str
+    power_limit_kw: float
+    power_kw: float
+    cooling: str
+    racks: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class NvlinkDomain:
+    """An NVL72 rack: one NVLink domain, whose IMEX domain is its compute trays."""
+
+    name: str
+    rack: str
+    nodes: list[str]
+    switch_trays: list[str]
+    imex_addresses: list[str]
+
+
+@dataclass(slots=True)
+class Pool:
+    network: str
+    prefixes: list[str]
+    used: int
+    free: int
+
+
+@dataclass(slots=True)
+class Fabric:
+    name: str  # compute | frontend | storage | inband | oob
+    kind: str  # infiniband | ethernet
+    rate_gbps: int
+    rail_optimized: bool
+    su_size: int | None
+    leaves: int
+    spines: int
+
+
+@dataclass(slots=True)
+class SiteInfo:
+    name: str
+    provider: str
+    region: str
+    data_residency: str
+    stack: str
+    has_slurm: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    site: SiteInfo
+    halls: list[Hall]
+    racks: list[Rack]
+    nodes: list[Node]
+    devices: list[Device]
+    switches: list[Switch]
+    cables: list[Cable]
+    fabrics: list[Fabric]
+    pools: list[Pool]
+    nvlink_domains: list[NvlinkDomain]
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(n.expected.gpu_count for n in self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["totals"] = {
+            "halls": len(self.halls),
+            "racks": len(self.racks),
+            "nodes": len(self.nodes),
+            "gpus": self.gpu_count,
+            "switches": len(self.switches),
+            "cables": len(self.cables),
+            "power_kw": round(sum(h.power_kw for h in self.halls), 3),
+        }
+        return data

@@ -1,0 +1,64 @@
+"""Findings and verdicts: the validator's output shape (also `gpudc analyze --json`).
+
+{"node", "verdict": "pass|warn|fail|unreachable",
+ "action": "none|drain|reset_gpu|reboot|reprovision|rma",
+ "findings": [{"check", "severity": "info|warn|fail", "gpu": index|null, "action", "message", "evidence"}]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["info", "warn", "fail"]
+VerdictName = Literal["pass", "warn", "fail", "unreachable"]
+Action = Literal["none", "drain", "reset_gpu", "reboot", "reprovision", "rma"]
+
+#: Actions from weakest to strongest; a node's action is the strongest of its findings.
+ACTION_ORDER: tuple[Action, ...] = ("none", "drain", "reset_gpu", "reboot", "reprovision", "rma")
+SEVERITY_ORDER: tuple[Severity, ...] = ("info", "warn", "fail")
+
+
+def strongest_action(actions: list[Action]) -> Action:
+    return max(actions, key=ACTION_ORDER.index, default="none")
+
+
+@dataclass(slots=True)
+class Finding:
+    check: str
+    severity: Severity
+    message: str
+    action: Action = "none"
+    gpu: int | None = None
+    evidence: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Verdict:
+    node: str
+    verdict: VerdictName
+    action: Action
+    findings: list[Finding] = field(default_factory=list)
+
+    @classmethod
+    def from_findings(cls, node: str, findings: list[Finding]) -> Verdict:
+        fails = any(f.severity == "fail" for f in findings)
+        warns = any(f.severity == "warn" for f in findings)
+        verdict: VerdictName = "fail" if fails else "warn" if warns else "pass"
+        return cls(node, verdict, strongest_action([f.action for f in findings]), findings)
+
+    @classmethod
+    def unreachable(cls, node: str, check: str, message: str, evidence: str = "") -> Verdict:
+        finding = Finding(check, "fail", message, "none", None, evidence)
+        return cls(node, "unreachable", "none", [finding])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "verdict": self.verdict,
+            "action": self.action,
+            "findings": [f.to_dict() for f in self.findings],
+        }
