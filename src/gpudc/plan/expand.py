@@ -1,0 +1,629 @@
+"""Expand a site model into its plan: pure and deterministic (same input, same bytes).
+
+Rules that need the catalog or the layout are checked here, and every problem names the
+YAML path it comes from. Expansion stops after the reference checks if any fail (later
+steps would only repeat them), then collects every layout problem before raising.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from gpudc.catalog import Catalog, Profile, Sku, profile_problem
+from gpudc.errors import InputError
+from gpudc.model.site import NETWORK_NAMES, HallSpec, PoolSpec, Site
+from gpudc.plan.addresses import Allocator, capacity, overlaps
+from gpudc.plan.types import (
+    Cable,
+    Device,
+    Expectation,
+    Fabric,
+    Hall,
+    Nic,
+    Node,
+    NvlinkDomain,
+    Plan,
+    Pool,
+    Rack,
+    SiteInfo,
+    Switch,
+)
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class _RackSlot:
+    rack: Rack
+    units: int
+    limit_kw: float
+    row_index: int
+    free: bool = True
+
+
+@dataclass(slots=True)
+class _Build:
+    site: Site
+    catalog: Catalog
+    problems: list[str] = field(default_factory=list)
+    racks: list[Rack] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    switches: list[Switch] = field(default_factory=list)
+    cables: list[Cable] = field(default_factory=list)
+    fabrics: list[Fabric] = field(default_factory=list)
+    domains: list[NvlinkDomain] = field(default_factory=list)
+    pool_nodes: dict[str, list[Node]] = field(default_factory=dict)
+
+
+def _sku_profile(site: Site, catalog: Catalog, problems: list[str]) -> None:
+    halls = {h.name: h for h in site.halls}
+    for label, names in (("halls", [h.name for h in site.halls]), ("pools", [p.name for p in site.pools])):
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                problems.append(f"{label}[{i}].name: duplicate name {name!r}")
+            seen.add(name)
+    for h, hall in enumerate(site.halls):
+        rows = [r.name for r in hall.rows]
+        for r, name in enumerate(rows):
+            if rows.index(name) != r:
+                problems.append(f"halls[{h}].rows[{r}].name: duplicate row {name!r}")
+    for i, pool in enumerate(site.pools):
+        sku = catalog.skus.get(pool.sku)
+        profile = catalog.profiles.get(pool.profile)
+        if sku is None:
+            problems.append(f"pools[{i}].sku: unknown SKU {pool.sku!r} (catalog has: {', '.join(sorted(catalog.skus))})")
+        if profile is None:
+            problems.append(
+                f"pools[{i}].profile: unknown profile {pool.profile!r} (catalog has: {', '.join(sorted(catalog.profiles))})"
+            )
+        hall = halls.get(pool.hall)
+        if hall is None:
+            problems.append(f"pools[{i}].hall: unknown hall {pool.hall!r} (site has: {', '.join(halls)})")
+        if sku is None:
+            continue
+        if profile is not None:
+            why = profile_problem(profile, sku)
+            if why:
+                problems.append(f"pools[{i}].profile: {why}")
+            os_name = pool.os or site.site.os
+            if os_name not in profile.os:
+                problems.append(f"pools[{i}].os: profile {profile.name!r} has no package set for {os_name}")
+        if sku.is_rack and pool.racks is None:
+            problems.append(f"pools[{i}].racks: {sku.name} is a rack-scale SKU; give 'racks', not 'count'")
+        if not sku.is_rack and pool.count is None:
+            problems.append(f"pools[{i}].count: {sku.name} is a node SKU; give 'count', not 'racks'")
+        if not sku.is_rack and pool.trays_per_rack is not None:
+            problems.append(f"pools[{i}].trays_per_rack: only rack-scale SKUs have trays")
+        if sku.is_rack and pool.trays_per_rack and pool.trays_per_rack > int(sku.fact("compute_trays")):
+            problems.append(
+                f"pools[{i}].trays_per_rack: {pool.trays_per_rack} exceeds the {sku.fact('compute_trays')} "
+                f"compute trays of a {sku.name} rack"
+            )
+        needs = sku.fact("cooling")
+        if hall is not None and needs == "liquid" and hall.cooling != "liquid":
+            problems.append(
+                f"pools[{i}].hall: {sku.name} needs liquid cooling; hall {hall.name!r} is {hall.cooling}-cooled"
+            )
+    fabrics = site.fabrics
+    for name in ("compute", "frontend", "storage", "inband"):
+        spec = getattr(fabrics, name)
+        if spec is None:
+            continue
+        for role in ("leaf", "spine"):
+            model = getattr(spec, role)
+            if model is None:
+                continue
+            switch = catalog.switches.get(model)
+            if switch is None:
+                problems.append(
+                    f"fabrics.{name}.{role}: unknown switch model {model!r} "
+                    f"(catalog has: {', '.join(sorted(catalog.switches))})"
+                )
+                continue
+            if name == "compute":
+                kind = "infiniband" if spec.kind == "infiniband" else "ethernet"
+                if switch.kind != kind:
+                    problems.append(f"fabrics.compute.{role}: {model} is an {switch.kind} switch; the fabric is {spec.kind}")
+                elif int(switch.rate_gbps.value) < spec.rate_gbps:
+                    problems.append(
+                        f"fabrics.compute.{role}: {model} runs at {switch.rate_gbps.value}G, below the fabric's {spec.rate_gbps}G"
+                    )
+            elif switch.kind != "ethernet":
+                problems.append(f"fabrics.{name}.{role}: {model} is not an ethernet switch")
+    if fabrics.oob.switch not in catalog.switches:
+        problems.append(f"fabrics.oob.switch: unknown switch model {fabrics.oob.switch!r}")
+    nets = {n: getattr(site.networks, n) for n in NETWORK_NAMES if getattr(site.networks, n) is not None}
+    problems.extend(overlaps(nets))
+
+
+def _layout_racks(b: _Build) -> dict[str, list[_RackSlot]]:
+    """Every rack position of every hall, in row order."""
+    site = b.site
+    slots: dict[str, list[_RackSlot]] = {}
+    seen: dict[str, str] = {}
+    for hall in site.halls:
+        hall_slots = []
+        for r, row in enumerate(hall.rows):
+            for position in range(1, row.racks + 1):
+                name = site.naming.rack.format(site=site.site.name, hall=hall.name, row=row.name, position=position)
+                if not _LABEL.match(name):
+                    b.problems.append(f"naming.rack: gives {name!r}, not an RFC 1123 name")
+                    return {}
+                if name in seen:
+                    b.problems.append(f"naming.rack: gives the same name {name!r} to two racks ({seen[name]} and {hall.name})")
+                    return {}
+                seen[name] = hall.name
+                limit = row.rack_power_kw or hall.rack_power_kw
+                rack = Rack(name, hall.name, row.name, position, row.rack_units, limit, 0.0, hall.cooling)
+                hall_slots.append(_RackSlot(rack, row.rack_units, limit, r))
+                b.racks.append(rack)
+        slots[hall.name] = hall_slots
+    return slots
+
+
+def _expectation(site: Site, sku: Sku, profile: Profile, os_name: str) -> Expectation:
+    roles = ["driver"]
+    if sku.fact("fabric_manager"):
+        roles.append("fabric_manager")
+    if sku.fact("nvlsm"):
+        roles.append("nvlsm")
+    if sku.fact("imex"):
+        roles.append("imex")
+    roles += ["cuda_toolkit", "nccl", "dcgm", "rdma", "container_toolkit"]
+    compute = site.fabrics.compute
+    comps = profile.components
+    return Expectation(
+        sku=sku.name,
+        gpu_count=sku.gpus_per_node,
+        gpu_model=str(sku.fact("gpu_model")),
+        gpu_arch=str(sku.fact("gpu_arch")),
+        profile=profile.name,
+        os=os_name,
+        driver_version=comps["driver"].version,
+        driver_branch=str(comps["driver"].branch),
+        cuda_version=comps["cuda"].version,
+        nccl_version=comps["nccl"].version,
+        kernel_module=str(comps["driver"].kernel_module),
+        packages=profile.packages_for(os_name, roles),
+        pcie_gen=sku.fact("pcie_gen"),
+        pcie_width=sku.fact("pcie_width"),
+        nvlink_count=int(sku.fact("nvlink_links_per_gpu")),
+        ib_ports=int(sku.fact("compute_nics")) if compute else 0,
+        ib_rate_gbps=compute.rate_gbps if compute else 0,
+        fabric_manager=bool(sku.fact("fabric_manager")),
+        nvlsm=bool(sku.fact("nvlsm")),
+        imex=bool(sku.fact("imex")),
+        clique_required=bool(sku.fact("multi_node_nvlink")),
+        busbw_floor_gbps=float(sku.fact("busbw_floor_gbps")),
+        max_temp_c=int(sku.fact("max_temp_c")),
+    )
+
+
+def _node_name(b: _Build, i: int, pool: PoolSpec, hall: HallSpec, rack: Rack, index: int, slot: int) -> str | None:
+    name = b.site.naming.node.format(
+        site=b.site.site.name, hall=hall.name, row=rack.row, rack=rack.name, pool=pool.name,
+        index=index, slot=slot, position=rack.position,
+    )
+    if not _LABEL.match(name):
+        b.problems.append(f"naming.node: gives {name!r} for pools[{i}], not an RFC 1123 name")
+        return None
+    return name
+
+
+def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
+    site, catalog = b.site, b.catalog
+    halls = {h.name: h for h in site.halls}
+    for i, pool in enumerate(site.pools):
+        sku = catalog.skus[pool.sku]
+        profile = catalog.profiles[pool.profile]
+        hall = halls[pool.hall]
+        os_name = pool.os or site.site.os
+        template = _expectation(site, sku, profile, os_name)
+        free = [s for s in slots[hall.name] if s.free]
+        placed: list[Node] = []
+        b.pool_nodes[pool.name] = placed
+        node_kw = sku.node_power_kw
+        node_u = sku.node_units
+        if sku.is_rack:
+            assert pool.racks is not None
+            trays = pool.trays_per_rack or int(sku.fact("compute_trays"))
+            full_kw = float(sku.fact("rack_power_kw"))
+            rack_kw = full_kw * trays / int(sku.fact("compute_trays"))
+            need_u = int(sku.fact("tray_u_start")) + int(sku.fact("compute_trays")) + int(sku.fact("switch_trays"))
+            if pool.racks > len(free):
+                b.problems.append(
+                    f"pools[{i}].racks: needs {pool.racks} racks; hall {hall.name!r} has {len(free)} free"
+                )
+                continue
+            ok = True
+            for slot_ in free[: pool.racks]:
+                if rack_kw > slot_.limit_kw + _EPS:
+                    b.problems.append(
+                        f"pools[{i}]: a {sku.name} rack draws {rack_kw:g} kW, above the {slot_.limit_kw:g} kW "
+                        f"per-rack limit of hall {hall.name!r} (rack {slot_.rack.name})"
+                    )
+                    ok = False
+                    break
+                if need_u > slot_.units:
+                    b.problems.append(
+                        f"pools[{i}]: a {sku.name} rack needs {need_u}U; rack {slot_.rack.name} has {slot_.units}U"
+                    )
+                    ok = False
+                    break
+            if not ok:
+                continue
+            index = 0
+            start = int(sku.fact("tray_u_start"))
+            n_switch = int(sku.fact("switch_trays"))
+            upper = int(sku.fact("compute_trays")) // 2 + 1  # trays above the switch trays, NVL72 style
+            for slot_ in free[: pool.racks]:
+                slot_.free = False
+                rack = slot_.rack
+                rack.power_kw = round(rack_kw, 3)
+                members: list[Node] = []
+                domain = f"{rack.name}-nvl"
+                for k in range(trays):
+                    index += 1
+                    name = _node_name(b, i, pool, hall, rack, index, k + 1)
+                    if name is None:
+                        return
+                    u = start + k if k < upper else start + n_switch + k
+                    node = _new_node(b, name, pool, sku, os_name, hall.name, rack, u, index, domain, node_kw, template)
+                    members.append(node)
+                switch_trays = []
+                for j in range(n_switch):
+                    dev = Device(
+                        f"{rack.name}-nvsw{j + 1}", "nvlink_switch_tray", str(sku.fact("switch_tray_model")),
+                        hall.name, rack.name, start + upper + j, int(sku.fact("switch_tray_rack_units")), "", None,
+                    )
+                    b.devices.append(dev)
+                    rack.devices.append(dev.name)
+                    switch_trays.append(dev.name)
+                placed.extend(members)
+                b.domains.append(NvlinkDomain(domain, rack.name, [n.name for n in members], switch_trays, []))
+        else:
+            assert pool.count is not None
+            by_space = (min(s.units for s in free) - hall.reserved_u) // node_u if free else 0
+            caps = []
+            for s in free:
+                cap = min(int(s.limit_kw / node_kw + _EPS), (s.units - hall.reserved_u) // node_u)
+                if pool.nodes_per_rack:
+                    cap = min(cap, pool.nodes_per_rack)
+                caps.append(cap)
+            if not free or max(caps, default=0) == 0:
+                if free and node_kw > max(s.limit_kw for s in free):
+                    why = f"one {sku.name} draws {node_kw:g} kW, above the {hall.rack_power_kw:g} kW per-rack limit"
+                else:
+                    why = f"no free rack with room for a {node_u}U {sku.name}" if free or by_space else "no free racks"
+                b.problems.append(f"pools[{i}]: {why} of hall {hall.name!r}")
+                continue
+            total_cap = sum(caps)
+            if pool.count > total_cap:
+                limit = caps[0]
+                reason = (
+                    "nodes_per_rack" if pool.nodes_per_rack == limit
+                    else "power" if int(free[0].limit_kw / node_kw + _EPS) == limit
+                    else "space"
+                )
+                b.problems.append(
+                    f"pools[{i}].count: {pool.count} nodes at {limit} per rack (limited by {reason}) need "
+                    f"{math.ceil(pool.count / max(limit, 1))} racks; hall {hall.name!r} has {len(free)} free racks"
+                )
+                continue
+            index = 0
+            for s, cap in zip(free, caps, strict=True):
+                if index >= pool.count:
+                    break
+                if cap == 0:
+                    continue
+                s.free = False
+                rack = s.rack
+                take = min(cap, pool.count - index)
+                for k in range(take):
+                    index += 1
+                    name = _node_name(b, i, pool, hall, rack, index, k + 1)
+                    if name is None:
+                        return
+                    node = _new_node(b, name, pool, sku, os_name, hall.name, rack, 1 + k * node_u, index, None, node_kw, template)
+                    placed.append(node)
+                rack.power_kw = round(take * node_kw, 3)
+
+
+def _new_node(
+    b: _Build, name: str, pool: PoolSpec, sku: Sku, os_name: str, hall: str, rack: Rack, u: int, index: int,
+    domain: str | None, power_kw: float, template: Expectation,
+) -> Node:
+    exp = Expectation(**{f: getattr(template, f) for f in Expectation.__slots__})  # type: ignore[attr-defined]
+    macs = b.site.macs.get(name)
+    node = Node(
+        name=name, site=b.site.site.name, hall=hall, rack=rack.name, u=u, height_u=sku.node_units,
+        pool=pool.name, sku=sku.name, profile=pool.profile, os=os_name, index=index - 1, su=None,
+        nvlink_domain=domain, power_kw=round(power_kw, 3), addresses={}, bmc_address="",
+        boot_mac=macs.boot if macs else None, nics=[], expected=exp,
+    )
+    rack.nodes.append(name)
+    b.nodes.append(node)
+    return node
+
+
+def _two_tier_spines(leaves: int, uplinks: int, radix: int) -> int | None:
+    """Spines for a two-tier fat tree: every leaf reaches every spine with equal cables."""
+    if leaves <= 1:
+        return 0
+    need = math.ceil(leaves * uplinks / radix)
+    for spines in range(max(need, 1), uplinks + 1):
+        if uplinks % spines == 0 and leaves * uplinks // spines <= radix:
+            return spines
+    return None
+
+
+def _spine_layer(b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, path: str, media: str) -> int:
+    sw = b.catalog.switches[model]
+    radix = int(sw.ports.value)
+    uplinks = leaves[0].ports - leaves[0].ports // 2 if leaves else 0
+    spines = _two_tier_spines(len(leaves), uplinks, radix)
+    if spines is None:
+        b.problems.append(
+            f"{path}: {len(leaves)} leaves with {uplinks} uplinks each exceed a two-tier fat tree of {model} "
+            f"(radix {radix}); split the site or use a larger spine"
+        )
+        return 0
+    spine_switches = [
+        Switch(f"{prefix}-spine{n + 1:02d}", fabric, "spine", model, radix, int(sw.rate_gbps.value),
+               None, None, leaves[0].hall, None, "")
+        for n in range(spines)
+    ]
+    if not spines:
+        return 0
+    per_pair = uplinks // spines
+    for li, leaf in enumerate(leaves):
+        down = leaf.ports // 2
+        for k in range(uplinks):
+            spine = spine_switches[k % spines]
+            port = li * per_pair + k // spines + 1
+            b.cables.append(Cable(fabric, leaf.name, str(down + k + 1), spine.name, str(port), media, "cross-row"))
+            spine.used_ports += 1
+        leaf.used_ports += uplinks
+    b.switches.extend(spine_switches)
+    return spines
+
+
+def _compute_fabric(b: _Build, allocator: Allocator | None) -> None:
+    spec = b.site.fabrics.compute
+    if spec is None or not b.nodes:
+        return
+    leaf_model = b.catalog.switches[spec.leaf]
+    radix = int(leaf_model.ports.value)
+    down = radix // 2
+    rails = max(int(b.catalog.skus[n.sku].fact("compute_nics")) for n in b.nodes)
+    su_size = spec.su_size
+    prefix = "ib" if spec.kind == "infiniband" else "roce"
+    media = f"osfp-{spec.rate_gbps}g"
+    if spec.rail_optimized:
+        per_rail = math.ceil(su_size / down)
+        per_su = rails * per_rail
+    else:
+        per_su = math.ceil(su_size * rails / down)
+        per_rail = 0
+    n_su = math.ceil(len(b.nodes) / su_size)
+    leaves: list[Switch] = []
+    for su in range(n_su):
+        first = b.nodes[su * su_size]
+        for n in range(per_su):
+            rail = n // per_rail if spec.rail_optimized else None
+            leaves.append(
+                Switch(f"{prefix}-su{su + 1:02d}-leaf{n + 1:02d}", "compute", "leaf", spec.leaf, radix,
+                       int(leaf_model.rate_gbps.value), su + 1, rail, first.hall, None, "")
+            )
+    nic_names_cache: dict[str, list[str]] = {}
+    for j, node in enumerate(b.nodes):
+        su, slot = divmod(j, su_size)
+        node.su = su + 1
+        sku = b.catalog.skus[node.sku]
+        names = nic_names_cache.get(node.sku)
+        if names is None:
+            count = int(sku.fact("compute_nics"))
+            names = list(sku.fact("compute_nic_names")) if "compute_nic_names" in sku.facts else [f"mlx5_{r}" for r in range(count)]
+            nic_names_cache[node.sku] = names
+        for rail, nic_name in enumerate(names):
+            if spec.rail_optimized:
+                leaf_index = su * per_su + rail * per_rail + slot // down
+                port = slot % down + 1
+            else:
+                endpoint = slot * rails + rail
+                leaf_index = su * per_su + endpoint // down
+                port = endpoint % down + 1
+            leaf = leaves[leaf_index]
+            leaf.used_ports += 1
+            address = allocator.take() if allocator else None
+            node.nics.append(Nic(nic_name, "compute", rail, spec.rate_gbps, address, None, leaf.name, str(port)))
+            b.cables.append(Cable("compute", node.name, nic_name, leaf.name, str(port), media, "in-row"))
+    b.switches.extend(leaves)
+    spines = _spine_layer(b, "compute", prefix, leaves, spec.spine, "fabrics.compute", media)
+    b.fabrics.append(Fabric("compute", spec.kind, spec.rate_gbps, spec.rail_optimized, su_size, len(leaves), spines))
+
+
+def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator | None) -> None:
+    spec = getattr(b.site.fabrics, name)
+    if spec is None or not b.nodes:
+        return
+    model = b.catalog.switches[spec.leaf]
+    radix = int(model.ports.value)
+    down = radix // 2 if spec.spine else radix
+    endpoints = len(b.nodes) * per_node
+    n_leaves = math.ceil(endpoints / down)
+    if n_leaves > 1 and not spec.spine:
+        b.problems.append(
+            f"fabrics.{name}: {endpoints} ports need {n_leaves} {spec.leaf} leaves; add a 'spine' "
+            f"(switch ports exhausted)"
+        )
+        return
+    media = f"qsfp-{spec.rate_gbps}g"
+    leaves = [
+        Switch(f"{name}-leaf{n + 1:02d}", name, "leaf", spec.leaf, radix, int(model.rate_gbps.value),
+               None, None, b.nodes[min(n * down // per_node, len(b.nodes) - 1)].hall, None, "")
+        for n in range(n_leaves)
+    ]
+    e = 0
+    for node in b.nodes:
+        for k in range(per_node):
+            leaf = leaves[e // down]
+            port = str(e % down + 1)
+            e += 1
+            leaf.used_ports += 1
+            nic = f"{name}{k}"
+            address = allocator.take() if allocator else None
+            if address and k == 0:
+                node.addresses[name] = address
+            node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, None, leaf.name, port))
+            b.cables.append(Cable(name, node.name, nic, leaf.name, port, media, "in-row"))
+    b.switches.extend(leaves)
+    spines = _spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media) if spec.spine else 0
+    b.fabrics.append(Fabric(name, "ethernet", spec.rate_gbps, False, None, len(leaves), spines))
+
+
+def _oob(b: _Build) -> None:
+    model_name = b.site.fabrics.oob.switch
+    model = b.catalog.switches[model_name]
+    ports = int(model.ports.value)
+    devices_by_rack: dict[str, list[Device]] = {}
+    for dev in b.devices:
+        devices_by_rack.setdefault(dev.rack or "", []).append(dev)
+    nodes_by_rack: dict[str, list[Node]] = {}
+    for node in b.nodes:
+        nodes_by_rack.setdefault(node.rack, []).append(node)
+    for rack in b.racks:
+        nodes = nodes_by_rack.get(rack.name, [])
+        devs = devices_by_rack.get(rack.name, [])
+        if not nodes and not devs:
+            continue
+        need = len(nodes) + 3 * len(devs)
+        if need > ports:
+            b.problems.append(
+                f"fabrics.oob.switch: rack {rack.name} needs {need} OOB ports, one {model_name} has {ports} "
+                f"(switch ports exhausted)"
+            )
+            continue
+        switch = Switch(f"{rack.name}-oob", "oob", "oob", model_name, ports, int(model.rate_gbps.value),
+                        None, None, rack.hall, rack.name, "", need)
+        b.switches.append(switch)
+        rack.devices.append(switch.name)
+        port = 0
+        for node in nodes:
+            port += 1
+            b.cables.append(Cable("oob", node.name, "bmc", switch.name, str(port), "rj45-1g", "in-rack"))
+        for dev in devs:
+            for mgmt in ("come1", "come2", "bmc"):
+                port += 1
+                b.cables.append(Cable("oob", dev.name, mgmt, switch.name, str(port), "rj45-1g", "in-rack"))
+
+
+def _addresses(b: _Build) -> dict[str, Allocator]:
+    """Check every pool's capacity, then allocate in a fixed order."""
+    site = b.site
+    need: dict[str, int] = {}
+    need["oob"] = len(b.nodes) + 2 * len(b.devices)  # node BMCs; tray ComE + BMC
+    need["inband"] = len(b.nodes)
+    if site.fabrics.frontend is not None and site.networks.frontend is not None:
+        need["frontend"] = len(b.nodes)
+    if site.fabrics.storage is not None and site.networks.storage is not None:
+        need["storage"] = sum(int(b.catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
+    if site.fabrics.compute is not None and site.networks.compute is not None:
+        need["compute"] = sum(int(b.catalog.skus[n.sku].fact("compute_nics")) for n in b.nodes)
+    allocators: dict[str, Allocator] = {}
+    for name, count in need.items():
+        spec = getattr(site.networks, name)
+        if spec is None or count == 0:
+            continue
+        cap = capacity(spec)
+        if count > cap:
+            b.problems.append(
+                f"networks.{name}: needs {count} addresses, its prefixes hold {cap} (pool exhausted)"
+            )
+        allocators[name] = Allocator(name, spec)
+    return allocators
+
+
+def expand(site: Site, catalog: Catalog, stack: str = "", source: str | None = None) -> Plan:
+    """The plan of a site. Raises InputError with every problem, each with its YAML path."""
+    b = _Build(site, catalog)
+    _sku_profile(site, catalog, b.problems)
+    if b.problems:
+        raise InputError(b.problems, source=source)
+    slots = _layout_racks(b)
+    if not b.problems:
+        _place_pools(b, slots)
+    names: dict[str, int] = {}
+    for node in b.nodes:
+        names[node.name] = names.get(node.name, 0) + 1
+    dupes = sorted(n for n, c in names.items() if c > 1)
+    if dupes:
+        b.problems.append(f"naming.node: gives duplicate names {', '.join(dupes[:5])}" + (" ..." if len(dupes) > 5 else ""))
+    if b.problems:
+        raise InputError(b.problems, source=source)
+
+    halls = []
+    for h, spec in enumerate(site.halls):
+        hall_racks = [r for r in b.racks if r.hall == spec.name]
+        power = round(sum(r.power_kw for r in hall_racks), 3)
+        if power > spec.power_kw + _EPS:
+            b.problems.append(
+                f"halls[{h}].power_kw: the plan draws {power:g} kW in hall {spec.name!r}, above its limit of {spec.power_kw:g} kW"
+            )
+        halls.append(Hall(spec.name, spec.power_kw, power, spec.cooling, [r.name for r in hall_racks]))
+
+    allocators = _addresses(b)
+    if b.problems:
+        raise InputError(b.problems, source=source)
+    oob = allocators["oob"]
+    inband = allocators["inband"]
+    for node in b.nodes:
+        node.bmc_address = oob.take()
+        node.addresses["inband"] = inband.take()
+        node.nics.append(Nic("inband0", "inband", None, 0, node.addresses["inband"], node.boot_mac, None, None))
+    for dev in b.devices:
+        dev.address = oob.take()
+        dev.bmc_address = oob.take()
+    node_by_name = {n.name: n for n in b.nodes}
+    for domain in b.domains:
+        domain.imex_addresses = [node_by_name[n].addresses["inband"] for n in domain.nodes]
+        for n in domain.nodes:
+            node_by_name[n].expected.imex_peers = list(domain.imex_addresses)
+
+    _compute_fabric(b, allocators.get("compute"))
+    if site.fabrics.frontend is not None:
+        _ethernet_fabric(b, "frontend", 1, allocators.get("frontend"))
+    if site.fabrics.storage is not None:
+        per = max(int(catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
+        _ethernet_fabric(b, "storage", per, allocators.get("storage"))
+    if site.fabrics.inband is not None:
+        _ethernet_fabric(b, "inband", 1, None)
+    _oob(b)
+    if b.problems:
+        raise InputError(b.problems, source=source)
+
+    # Switch management addresses come last so node addresses don't move when a fabric grows.
+    need_switch = len(b.switches)
+    if oob.used + need_switch > oob.capacity:
+        raise InputError(
+            [f"networks.oob: needs {oob.used + need_switch} addresses, its prefixes hold {oob.capacity} (pool exhausted)"],
+            source=source,
+        )
+    for switch in b.switches:
+        switch.address = oob.take()
+
+    pools = [
+        Pool(name, list(a.spec.prefixes), a.used, a.capacity - a.used) for name, a in sorted(
+            allocators.items(), key=lambda kv: NETWORK_NAMES.index(kv[0])
+        )
+    ]
+    info = SiteInfo(
+        site.site.name, site.site.provider, site.site.region, site.site.data_residency, stack,
+        bool(site.slurm and site.slurm.enabled),
+    )
+    return Plan(info, halls, b.racks, b.nodes, b.devices, b.switches, b.cables, b.fabrics, pools, b.domains)
