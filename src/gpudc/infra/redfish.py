@@ -319,7 +319,13 @@ class BmcClient:
 
         def patch(system: Any) -> None:
             system.refresh(force=True)
-            system.set_system_boot_options(enabled=sushy.BootSourceOverrideEnabled.DISABLED)
+            # Target "None" with Disabled: the Redfish way to say "no override"; some BMCs
+            # (and sushy-emulator) reject a PATCH that carries only the Enabled property.
+            # (sushy would refuse "None" where the BMC does not list it as allowable.)
+            self._conn().patch(
+                system.path,
+                data={"Boot": {"BootSourceOverrideTarget": "None", "BootSourceOverrideEnabled": "Disabled"}},
+            )
 
         self._call("clear boot override", patch)
 
