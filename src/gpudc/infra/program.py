@@ -1,0 +1,256 @@
+"""The Pulumi program: the stack's `gpudc:` config -> site model -> plan -> component resources.
+
+Run by the Pulumi CLI through `Pulumi.yaml` (`main: src/gpudc/infra/`, whose `__main__.py`
+calls `main()`), by `gpudc up` through the Automation API, and by the tests under the SDK's
+mocks. The program maps the plan; it never re-derives it.
+
+Config read:
+  gpudc:*               the site model (`gpudc.model.site.Site`), every key, so a typo is an
+                        "unknown key" error with its YAML path, as in `gpudc plan`
+  gpudc:bmcUser         BMC user; with it, every node gets a `BmcSettings` resource
+  gpudc:bmcPassword     the BMC password; must be a Pulumi secret
+  infra:bmcUrl          URL template of a node's BMC, default "https://{address}"
+  infra:bmcVerify       TLS verification: true (default), false, or a CA bundle path
+  infra:bmcTimeout / infra:bmcRetries      per-call timeout (s) and retries
+  infra:powerRestorePolicy                 AlwaysOn | AlwaysOff | LastState (unset: unmanaged)
+  infra:bootOverride    {target: Pxe, enabled: Once} applied when a node's BMC is first managed
+  infra:ntpServers / infra:syslogServers   lists (unset: unmanaged)
+  infra:renames         {new-name: old-name}: aliases, so a rename is not a replace
+  infra:inventoryPath   where `gpudc provision` keeps the inventory (stack output)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from gpudc.catalog import Catalog, load_catalog
+from gpudc.errors import InputError
+from gpudc.infra.components import BmcPolicy, GpuSite, SiteArgs
+from gpudc.model.loader import site_from_config
+from gpudc.plan import expand
+from gpudc.plan.types import Plan
+from gpudc.secrets import state_dir
+
+NAMESPACE = "gpudc"
+INFRA = "infra"
+SECRET_KEY = f"{NAMESPACE}:bmcPassword"
+
+
+class ProgramInputError(InputError, pulumi.RunError):
+    """Bad stack config; pulumi prints it without a traceback (RunError)."""
+
+
+def _config_keys() -> list[str]:
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    return sorted(keys)
+
+
+def _value(full_key: str) -> Any:
+    raw = runtime_config.get_config(full_key)
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def stack_source() -> str:
+    return f"stacks/Pulumi.{pulumi.get_stack()}.yaml"
+
+
+def site_config() -> dict[str, Any]:
+    """The `gpudc:` namespace as the model reads it (keys without prefix), password left out."""
+    data: dict[str, Any] = {}
+    for full in _config_keys():
+        namespace, _, key = full.partition(":")
+        if namespace == NAMESPACE and full != SECRET_KEY:
+            data[key] = _value(full)
+    return data
+
+
+def bmc_password() -> pulumi.Output[str] | None:
+    """The BMC password as a secret Output; an error if it is set in plain text."""
+    if runtime_config.get_config(SECRET_KEY) is None:
+        return None
+    if not runtime_config.is_config_secret(SECRET_KEY):
+        raise ProgramInputError(
+            "bmcPassword: must be a Pulumi secret, not plain text: pulumi config set --secret gpudc:bmcPassword ...",
+            source=stack_source(),
+        )
+    return pulumi.Config(NAMESPACE).require_secret("bmcPassword")
+
+
+@dataclass
+class InfraSettings:
+    url_template: str = "https://{address}"
+    verify: bool | str = True
+    timeout: float = 10
+    retries: int = 3
+    power_restore_policy: str | None = None
+    boot_override: dict[str, str] | None = None
+    ntp_servers: list[str] | None = None
+    syslog_servers: list[str] | None = None
+    renames: dict[str, str] | None = None
+    inventory_path: str | None = None
+
+
+def infra_settings() -> InfraSettings:
+    """The `infra:` namespace, checked; problems name their key."""
+    problems: list[str] = []
+    s = InfraSettings()
+
+    def get(key: str) -> Any:
+        return _value(f"{INFRA}:{key}")
+
+    url = get("bmcUrl")
+    if url is not None:
+        if not isinstance(url, str) or "{address}" not in url or not url.startswith(("http://", "https://")):
+            problems.append("infra:bmcUrl: must be an http(s) URL template containing {address}")
+        else:
+            s.url_template = url
+    verify = get("bmcVerify")
+    if verify is not None:
+        if isinstance(verify, bool) or (isinstance(verify, str) and verify):
+            s.verify = verify
+        else:
+            problems.append("infra:bmcVerify: must be true, false or a CA bundle path")
+    for key, attr, low, high in (("bmcTimeout", "timeout", 0.1, 300), ("bmcRetries", "retries", 0, 10)):
+        value = get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            problems.append(f"infra:{key}: must be a number in [{low}, {high}]")
+        else:
+            setattr(s, attr, int(value) if attr == "retries" else float(value))
+    policy = get("powerRestorePolicy")
+    if policy is not None:
+        s.power_restore_policy = str(policy)
+    override = get("bootOverride")
+    if override is not None:
+        if not isinstance(override, dict) or "target" not in override:
+            problems.append("infra:bootOverride: must be a mapping with target (and enabled, mode)")
+        else:
+            s.boot_override = {str(k): str(v) for k, v in override.items()}
+    for key, attr in (("ntpServers", "ntp_servers"), ("syslogServers", "syslog_servers")):
+        value = get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            problems.append(f"infra:{key}: must be a list of strings")
+        else:
+            setattr(s, attr, list(value))
+    renames = get("renames")
+    if renames is not None:
+        if not isinstance(renames, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in renames.items()):
+            problems.append("infra:renames: must map new names to old names")
+        else:
+            s.renames = dict(renames)
+    inventory = get("inventoryPath")
+    if inventory is not None:
+        s.inventory_path = str(inventory)
+    if problems:
+        raise ProgramInputError(problems, source=stack_source())
+    return s
+
+
+def bios_by_sku(plan: Plan, catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """SKU -> BIOS attributes, from the catalog fact `bios_attributes` (absent: none managed)."""
+    result: dict[str, dict[str, Any]] = {}
+    for sku_name in {n.sku for n in plan.nodes}:
+        fact = catalog.skus[sku_name].facts.get("bios_attributes")
+        result[sku_name] = dict(fact.value) if fact and fact.value else {}
+    return result
+
+
+def inventory_path(site: str, settings: InfraSettings) -> str:
+    if settings.inventory_path:
+        return settings.inventory_path
+    return str(Path(state_dir()) / site / "inventory" / "hosts.yml")
+
+
+def totals(plan: Plan) -> dict[str, Any]:
+    return {
+        "halls": len(plan.halls),
+        "racks": len(plan.racks),
+        "nodes": len(plan.nodes),
+        "gpus": plan.gpu_count,
+        "switches": len(plan.switches),
+        "nvlinkSwitchTrays": sum(1 for d in plan.devices if d.kind == "nvlink_switch_tray"),
+        "cables": len(plan.cables),
+        "powerKw": round(sum(h.power_kw for h in plan.halls), 3),
+    }
+
+
+def build(catalog: Catalog | None = None) -> GpuSite:
+    """Read config, expand the plan, declare the resources and the stack outputs."""
+    catalog = catalog or load_catalog()
+    source = stack_source()
+    site = site_from_config(site_config(), source)  # InputError with YAML paths
+    settings = infra_settings()
+    password = bmc_password()
+    if site.bmcUser and password is None:
+        raise ProgramInputError(
+            "bmcPassword: gpudc:bmcUser is set but the password is not: "
+            "pulumi config set --secret gpudc:bmcPassword ...",
+            source=source,
+        )
+    plan = expand(site, catalog, stack=pulumi.get_stack(), source=source)
+    bmc = None
+    if site.bmcUser and password is not None:
+        bmc = BmcPolicy(
+            username=site.bmcUser,
+            password=password,
+            url_template=settings.url_template,
+            verify=settings.verify,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            power_restore_policy=settings.power_restore_policy,
+            boot_override=settings.boot_override,
+            ntp_servers=settings.ntp_servers,
+            syslog_servers=settings.syslog_servers,
+        )
+    site_resource = GpuSite(
+        plan.site.name,
+        SiteArgs(plan=plan, bios=bios_by_sku(plan, catalog), bmc=bmc, renames=settings.renames or {}),
+    )
+    pulumi.export(
+        "nodes",
+        [
+            {
+                "name": n.name,
+                "hall": n.hall,
+                "rack": n.rack,
+                "pool": n.pool,
+                "sku": n.sku,
+                "address": n.addresses.get("inband"),
+                "addresses": dict(n.addresses),
+                "bmcAddress": n.bmc_address,
+                "nvlinkDomain": n.nvlink_domain,
+            }
+            for n in plan.nodes
+        ],
+    )
+    pulumi.export("inventoryPath", inventory_path(plan.site.name, settings))
+    pulumi.export(
+        "nvl72Domains",
+        {d.name: {"rack": d.rack, "trays": list(d.nodes), "switchTrays": list(d.switch_trays)} for d in plan.nvlink_domains},
+    )
+    pulumi.export("totals", totals(plan))
+    pulumi.export("bmcManaged", bmc is not None)
+    return site_resource
+
+
+def main() -> None:
+    try:
+        build()
+    except ProgramInputError:
+        raise
+    except InputError as exc:
+        raise ProgramInputError(exc.problems) from None
