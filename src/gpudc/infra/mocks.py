@@ -32,6 +32,7 @@ class Registration:
     urn: str = ""
     parent: str = ""
     protect: bool = False
+    aliases: list[str] = field(default_factory=list)  # alias names (specs) and URNs
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _Monitor(runtime_mocks.MockMonitor):
             last.urn = response.urn
             last.parent = request.parent
             last.protect = bool(request.protect)
+            last.aliases = [a.spec.name if a.HasField("spec") else a.urn for a in request.aliases]
         return response
 
 
