@@ -162,7 +162,9 @@ def _base_policy(root: Path) -> Policy:
         base = resolutions[resolution]
         sev = _severity(body["severity"], where, problems) if "severity" in body else base.severity
         act = _action(body["action"], where, problems) if "action" in body else base.action
-        xids[code] = XidRule(code, str(body.get("name", "")), resolution, sev, act, str(body.get("source", "")))
+        xids[code] = XidRule(
+            code, str(body.get("name", "")), resolution, sev, act, str(body.get("source", ""))
+        )
     if problems:
         raise InputError(problems, source=str(xid_path))
 

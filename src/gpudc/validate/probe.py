@@ -77,7 +77,7 @@ def parse_output(stdout: str) -> dict[str, Any]:
     line = None
     for candidate in stdout.splitlines():
         if candidate.startswith(MARKER):
-            line = candidate[len(MARKER):].strip()
+            line = candidate[len(MARKER) :].strip()
     if line is None:
         raise ProbeOutputError(f"no probe output marker in: {_evidence(stdout)!r}")
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import ctypes
 import contextlib
 import glob
 import hashlib
@@ -76,12 +77,14 @@ MODULES = ("nvidia", "nvidia_uvm", "nvidia_peermem", "nvidia_modeset")
 XID_RE = re.compile(r"NVRM: Xid \((?:PCI:)?(?P<dev>[0-9a-fA-F:.]+)\): (?P<xid>\d+),?\s*(?P<rest>.*)$")
 DMESG_TS_RE = re.compile(r"^\[\s*(?P<s>\d+\.\d+)\]\s*")
 UNIX_TS_RE = re.compile(r"^(?P<t>\d{9,11}(?:\.\d+)?)\s")
-ISO_TS_RE = re.compile(
-    r"^(?P<t>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)(?P<tz>Z|[+-]\d\d:?\d\d)?\s"
-)
+ISO_TS_RE = re.compile(r"^(?P<t>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)(?P<tz>Z|[+-]\d\d:?\d\d)?\s")
 SYSLOG_TS_RE = re.compile(r"^(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)\s")
-MONTHS = {m: i for i, m in enumerate(
-    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)}
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,8 +283,12 @@ def _collect_gpu(nv: Any, gpu: dict[str, Any], index: int, get: Callable[..., An
     def g(name: str, *args: Any) -> Any:
         return get(name, h, *args, gpu=index, record=gpu)
 
-    for key, call in (("name", "nvmlDeviceGetName"), ("uuid", "nvmlDeviceGetUUID"),
-                      ("serial", "nvmlDeviceGetSerial"), ("vbios", "nvmlDeviceGetVbiosVersion")):
+    for key, call in (
+        ("name", "nvmlDeviceGetName"),
+        ("uuid", "nvmlDeviceGetUUID"),
+        ("serial", "nvmlDeviceGetSerial"),
+        ("vbios", "nvmlDeviceGetVbiosVersion"),
+    ):
         value = g(call)
         gpu[key] = to_text(value) if value is not None else None
     if gpu.get("lost"):
@@ -298,16 +305,28 @@ def _collect_gpu(nv: Any, gpu: dict[str, Any], index: int, get: Callable[..., An
             counts[f"{scope}_{kind}"] = g("nvmlDeviceGetTotalEccErrors", etype, ctype)
     gpu["ecc"] = counts
     remap = g("nvmlDeviceGetRemappedRows")
-    gpu["remap"] = None if remap is None else {
-        "correctable": int(remap[0]), "uncorrectable": int(remap[1]),
-        "pending": bool(remap[2]), "failure": bool(remap[3]),
-    }
+    gpu["remap"] = (
+        None
+        if remap is None
+        else {
+            "correctable": int(remap[0]),
+            "uncorrectable": int(remap[1]),
+            "pending": bool(remap[2]),
+            "failure": bool(remap[3]),
+        }
+    )
     sbe = g("nvmlDeviceGetRetiredPages", 0)
     dbe = g("nvmlDeviceGetRetiredPages", 1)
     pend = g("nvmlDeviceGetRetiredPagesPendingStatus")
-    gpu["retired_pages"] = None if sbe is None and dbe is None else {
-        "sbe": len(sbe or []), "dbe": len(dbe or []), "pending": bool(pend),
-    }
+    gpu["retired_pages"] = (
+        None
+        if sbe is None and dbe is None
+        else {
+            "sbe": len(sbe or []),
+            "dbe": len(dbe or []),
+            "pending": bool(pend),
+        }
+    )
     gpu["recovery_action"] = _recovery_action(nv, g)
     gpu["temperature_c"] = g("nvmlDeviceGetTemperature", 0)
     power = g("nvmlDeviceGetPowerUsage")
@@ -357,12 +376,12 @@ def _fabric(nv: Any, g: Callable[..., Any]) -> dict[str, Any] | None:
         if struct is None:
             continue
         candidate = struct()
-        if g("nvmlDeviceGetGpuFabricInfoV", candidate) is not None:
+        if g("nvmlDeviceGetGpuFabricInfoV", ctypes.byref(candidate)) is not None:
             info = candidate
             break
     if info is None and hasattr(nv, "c_nvmlGpuFabricInfo_t"):
         candidate = nv.c_nvmlGpuFabricInfo_t()
-        if g("nvmlDeviceGetGpuFabricInfo", candidate) is not None:
+        if g("nvmlDeviceGetGpuFabricInfo", ctypes.byref(candidate)) is not None:
             info = candidate
     if info is None:
         return None
@@ -375,7 +394,9 @@ def _fabric(nv: Any, g: Callable[..., Any]) -> dict[str, Any] | None:
         "clique_id": int(info.cliqueId),
         "cluster_uuid": _uuid_text(uuid_bytes),
         "health_mask": int(getattr(info, "healthMask", 0)) if hasattr(info, "healthMask") else None,
-        "health_summary": FABRIC_SUMMARY.get(int(info.healthSummary)) if hasattr(info, "healthSummary") else None,
+        "health_summary": FABRIC_SUMMARY.get(int(info.healthSummary))
+        if hasattr(info, "healthSummary")
+        else None,
     }
 
 
@@ -453,17 +474,27 @@ def parse_nvsmi_xml(text: str) -> dict[str, Any]:
         gpu["vbios"] = tx(node, "vbios_version")
         gpu["persistence"] = _yes(tx(node, "persistence_mode"))
         cur, pend = tx(node, "ecc_mode/current_ecc"), tx(node, "ecc_mode/pending_ecc")
-        gpu["ecc_mode"] = None if cur is None else {"current": bool(_yes(cur)), "pending": bool(_yes(pend or cur))}
+        gpu["ecc_mode"] = (
+            None if cur is None else {"current": bool(_yes(cur)), "pending": bool(_yes(pend or cur))}
+        )
         ecc: dict[str, Any] = {}
         for scope in ("volatile", "aggregate"):
             base = node.find(f"ecc_errors/{scope}")
             corr = unc = None
             if base is not None:
-                corr_vals = [_num(tx(base, t)) for t in ("sram_correctable", "dram_correctable",
-                                                         "single_bit/total")]
-                unc_vals = [_num(tx(base, t)) for t in ("sram_uncorrectable", "sram_uncorrectable_parity",
-                                                        "sram_uncorrectable_secded", "dram_uncorrectable",
-                                                        "double_bit/total")]
+                corr_vals = [
+                    _num(tx(base, t)) for t in ("sram_correctable", "dram_correctable", "single_bit/total")
+                ]
+                unc_vals = [
+                    _num(tx(base, t))
+                    for t in (
+                        "sram_uncorrectable",
+                        "sram_uncorrectable_parity",
+                        "sram_uncorrectable_secded",
+                        "dram_uncorrectable",
+                        "double_bit/total",
+                    )
+                ]
                 if any(v is not None for v in corr_vals):
                     corr = sum(v for v in corr_vals if v is not None)
                 if any(v is not None for v in unc_vals):
@@ -483,10 +514,15 @@ def parse_nvsmi_xml(text: str) -> dict[str, Any]:
             gpu["remap"] = None
         sbe = _num(tx(node, "retired_pages/multiple_single_bit_retirement/retired_count"))
         dbe = _num(tx(node, "retired_pages/double_bit_retirement/retired_count"))
-        gpu["retired_pages"] = None if sbe is None and dbe is None else {
-            "sbe": sbe or 0, "dbe": dbe or 0,
-            "pending": bool(_yes(tx(node, "retired_pages/pending_retirement"))),
-        }
+        gpu["retired_pages"] = (
+            None
+            if sbe is None and dbe is None
+            else {
+                "sbe": sbe or 0,
+                "dbe": dbe or 0,
+                "pending": bool(_yes(tx(node, "retired_pages/pending_retirement"))),
+            }
+        )
         action = _recovery_text(tx(node, "gpu_recovery_action"))
         if action is None:
             if _yes(tx(node, "gpu_reset_status/drain_and_reset_recommended")):
@@ -495,8 +531,11 @@ def parse_nvsmi_xml(text: str) -> dict[str, Any]:
                 action = "gpu_reset"
         gpu["recovery_action"] = action
         gpu["temperature_c"] = _num(tx(node, "temperature/gpu_temp"))
-        power = tx(node, "gpu_power_readings/power_draw") or tx(node, "gpu_power_readings/instant_power_draw") \
+        power = (
+            tx(node, "gpu_power_readings/power_draw")
+            or tx(node, "gpu_power_readings/instant_power_draw")
             or tx(node, "power_readings/power_draw")
+        )
         gpu["power_w"] = _float(power)
         reasons = node.find("clocks_event_reasons")
         if reasons is None:
@@ -609,8 +648,9 @@ def collect_pci(facts: dict[str, Any], timeout: float) -> None:
         for line in res[1].splitlines():
             m = re.match(r"^(\S+)\s+([0-9a-fA-F]{4}):\s+10de:([0-9a-fA-F]{4})", line)
             if m:
-                devices.append({"bdf": norm_bdf(m.group(1)), "class": m.group(2).lower(),
-                                "device": m.group(3).lower()})
+                devices.append(
+                    {"bdf": norm_bdf(m.group(1)), "class": m.group(2).lower(), "device": m.group(3).lower()}
+                )
     else:
         facts["pci_source"] = "sysfs"
         for path in sorted(glob.glob("/sys/bus/pci/devices/*")):
@@ -625,8 +665,9 @@ def collect_pci(facts: dict[str, Any], timeout: float) -> None:
                     device = f.read().strip().lower()
             except OSError:
                 continue
-            devices.append({"bdf": norm_bdf(os.path.basename(path)), "class": klass[2:6],
-                            "device": device[2:]})
+            devices.append(
+                {"bdf": norm_bdf(os.path.basename(path)), "class": klass[2:6], "device": device[2:]}
+            )
     facts["pci_devices"] = devices
     facts["pci_gpu_count"] = sum(1 for d in devices if d["class"] in ("0302", "0300"))
 
@@ -650,7 +691,7 @@ def _line_time(line: str, boot: float | None, now: float) -> tuple[float | None,
     """The time of a log line (epoch seconds or None) and the line without its prefix."""
     m = UNIX_TS_RE.match(line)
     if m:
-        return float(m.group("t")), line[m.end():]
+        return float(m.group("t")), line[m.end() :]
     m = ISO_TS_RE.match(line)
     if m:
         stamp = m.group("t")
@@ -670,24 +711,27 @@ def _line_time(line: str, boot: float | None, now: float) -> tuple[float | None,
             t = calendar.timegm(tm) - offset + frac
         else:
             t = time.mktime(tm) + frac
-        return t, line[m.end():]
+        return t, line[m.end() :]
     m = SYSLOG_TS_RE.match(line)
     if m:
         year = time.localtime(now).tm_year
         try:
-            tm = time.strptime(f"{year} {m.group('mon')} {m.group('day')} {m.group('hms')}", "%Y %b %d %H:%M:%S")
+            tm = time.strptime(
+                f"{year} {m.group('mon')} {m.group('day')} {m.group('hms')}", "%Y %b %d %H:%M:%S"
+            )
             t = time.mktime(tm)
             if t > now + 86400:  # a December line read in January
-                tm = time.strptime(f"{year - 1} {m.group('mon')} {m.group('day')} {m.group('hms')}",
-                                   "%Y %b %d %H:%M:%S")
+                tm = time.strptime(
+                    f"{year - 1} {m.group('mon')} {m.group('day')} {m.group('hms')}", "%Y %b %d %H:%M:%S"
+                )
                 t = time.mktime(tm)
         except ValueError:
             return None, line
-        return t, line[m.end():]
+        return t, line[m.end() :]
     m = DMESG_TS_RE.match(line)
     if m:
         rel = float(m.group("s"))
-        return (boot + rel if boot is not None else None), line[m.end():]
+        return (boot + rel if boot is not None else None), line[m.end() :]
     return None, line
 
 
@@ -706,13 +750,15 @@ def parse_xid_lines(text: str, source: str, boot: float | None, now: float) -> l
         m = XID_RE.search(rest)
         if not m:
             continue
-        events.append({
-            "xid": int(m.group("xid")),
-            "dev": norm_bdf(m.group("dev")),
-            "text": short(m.group("rest"), 240),
-            "time": round(t, 3) if t is not None else None,
-            "source": source,
-        })
+        events.append(
+            {
+                "xid": int(m.group("xid")),
+                "dev": norm_bdf(m.group("dev")),
+                "text": short(m.group("rest"), 240),
+                "time": round(t, 3) if t is not None else None,
+                "source": source,
+            }
+        )
     return events
 
 
@@ -749,14 +795,17 @@ def _tail(path: str, limit: int) -> str:
         return f.read().decode("utf-8", "replace")
 
 
-def collect_xids(facts: dict[str, Any], timeout: float) -> None:
+def collect_xids(facts: dict[str, Any], timeout: float, kern_log: str = KERN_LOG) -> None:
     now = facts["time"]
     boot = facts.get("boot_time")
     since = now - XID_LOOKBACK_S
     events: list[dict[str, Any]] = []
     sources: list[str] = []
-    res = run(["journalctl", "-k", "--no-pager", "-q", "-o", "short-unix", "--since", f"@{int(since)}"],
-              timeout, facts)
+    res = run(
+        ["journalctl", "-k", "--no-pager", "-q", "-o", "short-unix", "--since", f"@{int(since)}"],
+        timeout,
+        facts,
+    )
     if res is not None and res[0] == 0:
         sources.append("journal")
         events += parse_xid_lines(res[1], "journal", boot, now)
@@ -764,12 +813,12 @@ def collect_xids(facts: dict[str, Any], timeout: float) -> None:
     if res is not None and res[0] == 0:
         sources.append("dmesg")
         events += parse_xid_lines(res[1], "dmesg", boot, now)
-    if os.path.exists(KERN_LOG):
+    if os.path.exists(kern_log):
         try:
-            events += parse_xid_lines(_tail(KERN_LOG, KERN_LOG_MAX_BYTES), "kern.log", boot, now)
+            events += parse_xid_lines(_tail(kern_log, KERN_LOG_MAX_BYTES), "kern.log", boot, now)
             sources.append("kern.log")
         except OSError as exc:
-            facts["errors"].append({"where": KERN_LOG, "message": short(exc, 120)})
+            facts["errors"].append({"where": kern_log, "message": short(exc, 120)})
     facts["kernel_log_sources"] = sources
     facts["xids"] = [e for e in merge_xids(events) if e["time"] is None or e["time"] >= since]
 
@@ -821,8 +870,9 @@ def collect_packages(facts: dict[str, Any], names: list[str], timeout: float) ->
     if not names:
         facts["packages"] = {}
         return
-    res = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", *names],
-              timeout, facts)
+    res = run(
+        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", *names], timeout, facts
+    )
     packages: dict[str, Any] = dict.fromkeys(names)
     if res is None:
         facts["packages"] = None
@@ -838,8 +888,12 @@ def collect_ib(facts: dict[str, Any]) -> None:
     ports = []
     for port_dir in sorted(glob.glob("/sys/class/infiniband/*/ports/*")):
         dev = port_dir.split("/")[4]
-        row: dict[str, Any] = {"device": dev, "port": int(os.path.basename(port_dir)) if
-                               os.path.basename(port_dir).isdigit() else os.path.basename(port_dir)}
+        row: dict[str, Any] = {
+            "device": dev,
+            "port": int(os.path.basename(port_dir))
+            if os.path.basename(port_dir).isdigit()
+            else os.path.basename(port_dir),
+        }
         for name in ("state", "phys_state", "rate", "link_layer"):
             try:
                 with open(os.path.join(port_dir, name)) as f:
@@ -887,8 +941,11 @@ def collect_nccl(facts: dict[str, Any], gpus: int, timeout: float) -> None:
         facts["tools_missing"].append("all_reduce_perf")
         facts["nccl"] = None
         return
-    res = run([exe, "-b", "8G", "-e", "8G", "-f", "2", "-g", str(max(gpus, 1)), "-n", "20", "-w", "5"],
-              timeout, facts)
+    res = run(
+        [exe, "-b", "8G", "-e", "8G", "-f", "2", "-g", str(max(gpus, 1)), "-n", "20", "-w", "5"],
+        timeout,
+        facts,
+    )
     entry: dict[str, Any] = {"gpus": gpus}
     if res is None:
         facts["nccl"] = None
@@ -937,7 +994,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         collect_nvsmi(facts, max(cmd_timeout, 30.0))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("pci", lambda: collect_pci(facts, cmd_timeout)),
-        ("xids", lambda: collect_xids(facts, max(cmd_timeout, 15.0))),
+        ("xids", lambda: collect_xids(facts, max(cmd_timeout, 15.0), args.kern_log)),
         ("services", lambda: collect_services(facts, cmd_timeout)),
         ("modules", lambda: collect_modules(facts)),
         ("packages", lambda: collect_packages(facts, args.packages, cmd_timeout)),
@@ -964,6 +1021,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--packages", default="")
     p.add_argument("--dcgm-timeout", type=float, default=0.0)
     p.add_argument("--nccl-timeout", type=float, default=600.0)
+    p.add_argument("--kern-log", default=KERN_LOG, help="the syslog file with kernel messages")
     args = p.parse_args(argv)
     args.packages = [x for x in args.packages.split(",") if x]
     if not args.dcgm_timeout:

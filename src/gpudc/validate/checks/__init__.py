@@ -1,0 +1,111 @@
+"""Health checks: pure functions from the probe's facts and the plan's expectation to findings.
+
+    verdict = evaluate(node, facts, expected, policy, history)
+
+One module per health concern (gpud style); each exposes `check(ctx) -> list[Finding]`.
+A finding's `check` name is also its cause key for escalation (e.g. "xid:79", "gpu_count",
+"gpu_lost"): when a finding asks for a reboot and the history says earlier runs already asked
+for a reboot for the same key `reboots_before_rma` times (with reboots in between), the action
+becomes rma (gpud's escalation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from gpudc.plan.types import Expectation
+from gpudc.validate.checks import (
+    count,
+    diag,
+    fabric,
+    ib,
+    memory,
+    nvlink,
+    pcie,
+    probe_health,
+    recovery,
+    services,
+    software,
+    thermal,
+    xid,
+)
+from gpudc.validate.checks.base import Context, HistoryView
+from gpudc.validate.policy import Policy
+from gpudc.validate.types import Finding, Verdict
+
+__all__ = ["CHECKS", "Context", "HistoryView", "cause_key", "evaluate", "reported_xid_ids"]
+
+#: (name, function) in report order
+CHECKS: tuple[tuple[str, Callable[[Context], list[Finding]]], ...] = (
+    ("probe", probe_health.check),
+    ("gpu_count", count.check),
+    ("xid", xid.check),
+    ("memory", memory.check),
+    ("recovery_action", recovery.check),
+    ("pcie", pcie.check),
+    ("thermal", thermal.check),
+    ("nvlink", nvlink.check),
+    ("fabric", fabric.check),
+    ("services", services.check),
+    ("software", software.check),
+    ("ib", ib.check),
+    ("diag", diag.check),
+)
+
+
+def cause_key(finding: Finding) -> str:
+    """The key a history stores a reboot request under (the check name)."""
+    return finding.check
+
+
+def _escalate(findings: list[Finding], ctx: Context) -> list[Finding]:
+    if ctx.history is None:
+        return findings
+    limit = int(ctx.policy.threshold("reboots_before_rma"))
+    out = []
+    for f in findings:
+        if f.action == "reboot" and f.severity == "fail":
+            done = ctx.history.reboots_for(cause_key(f))
+            if done >= limit:
+                f = replace(
+                    f,
+                    action="rma",
+                    message=f"{f.message} (still failing after {done} reboots: escalated to RMA)",
+                )
+        out.append(f)
+    return out
+
+
+def evaluate(
+    node: str,
+    facts: dict[str, Any],
+    expected: Expectation | None,
+    policy: Policy,
+    history: HistoryView | None = None,
+) -> Verdict:
+    """The node's verdict from its probe facts (pure: no I/O beyond what history answers)."""
+    ctx = Context(node, facts, expected, policy, history)
+    findings: list[Finding] = []
+    for name, fn in CHECKS:
+        try:
+            findings += fn(ctx)
+        except Exception as exc:  # malformed facts from a node must not crash the run
+            findings.append(
+                ctx.finding(
+                    name,
+                    "check_error",
+                    f"check {name} could not read the facts: {type(exc).__name__}",
+                    None,
+                    str(exc),
+                )
+            )
+    findings = _escalate(findings, ctx)
+    return Verdict.from_findings(node, findings)
+
+
+def reported_xid_ids(facts: dict[str, Any], policy: Policy) -> list[str]:
+    """Ids of the XID events inside the window: what the history should remember as reported."""
+    ctx = Context("", facts, None, policy, None)
+    return xid.reported_xid_ids(facts, ctx)

@@ -1,0 +1,67 @@
+"""What every check gets: the node's facts, its expectation, the policy and the history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gpudc.plan.types import Expectation
+from gpudc.validate.policy import Policy
+from gpudc.validate.types import Finding
+
+EVIDENCE_MAX = 200
+
+
+class HistoryView(Protocol):
+    """What the checks may ask of the run history (validator-run implements it over SQLite)."""
+
+    def reboots_for(self, key: str) -> int:
+        """How many earlier runs asked for a reboot for this cause key (e.g. "xid:79") with a
+        reboot of the node in between."""
+        ...
+
+    def seen_xids(self) -> set[str]:
+        """Ids of XID events (facts["xids"][*]["id"]) already reported in earlier runs."""
+        ...
+
+
+def short(text: Any, limit: int = EVIDENCE_MAX) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+@dataclass(slots=True)
+class Context:
+    node: str
+    facts: dict[str, Any]
+    expected: Expectation | None
+    policy: Policy
+    history: HistoryView | None
+
+    def finding(
+        self, check: str, rule: str, message: str, gpu: int | None = None, evidence: Any = ""
+    ) -> Finding:
+        r = self.policy.rule(rule)
+        return Finding(check, r.severity, message, r.action, gpu, short(evidence) if evidence != "" else "")
+
+    def info(self, check: str, message: str, gpu: int | None = None, evidence: Any = "") -> Finding:
+        return Finding(check, "info", message, "none", gpu, short(evidence) if evidence != "" else "")
+
+    def gpus(self) -> Iterator[dict[str, Any]]:
+        """GPUs whose facts can be judged (not lost, not hung, a mapping)."""
+        for gpu in self.facts.get("gpus") or []:
+            if isinstance(gpu, dict) and not gpu.get("lost") and not gpu.get("hung"):
+                yield gpu
+
+    @property
+    def from_probe(self) -> bool:
+        """True for facts the node probe collected; False for `gpudc analyze` input."""
+        return str(self.facts.get("source", "")) not in ("analyze",)
+
+
+def num(value: Any) -> float | None:
+    """A number from the facts, or None (bools and strings are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

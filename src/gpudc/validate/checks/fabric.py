@@ -1,0 +1,82 @@
+"""NVLink fabric state (nvmlDeviceGetGpuFabricInfoV / nvidia-smi -q Fabric block)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpudc.validate.checks.base import Context
+from gpudc.validate.types import Finding
+
+_ZERO_UUIDS = {"", "00000000-0000-0000-0000-000000000000", "0" * 32}
+# healthMask fields: (shift, TRUE value, what it means) per nvml.h NVML_GPU_FABRIC_HEALTH_MASK_*
+_MASK_BAD = ((0, 1, "degraded bandwidth"), (4, 1, "route unhealthy"))
+
+
+def check(ctx: Context) -> list[Finding]:
+    exp = ctx.expected
+    out: list[Finding] = []
+    for gpu in ctx.gpus():
+        i = gpu.get("index")
+        fab = gpu.get("fabric")
+        if not isinstance(fab, dict) or fab.get("state") in (None, "not_supported", "n/a"):
+            if exp is not None and exp.clique_required and "fabric" in gpu:
+                out.append(
+                    ctx.finding(
+                        "fabric", "fabric_incomplete", f"GPU {i} reports no NVLink fabric", i, str(fab)
+                    )
+                )
+            continue
+        ev = _evidence(fab)
+        state, status = str(fab.get("state")), str(fab.get("status") or "")
+        if state != "completed" or (status and status != "success"):
+            out.append(
+                ctx.finding(
+                    "fabric",
+                    "fabric_incomplete",
+                    f"fabric state {state}, status {status or '?'} on GPU {i}",
+                    i,
+                    ev,
+                )
+            )
+            continue
+        problems = []
+        if fab.get("health_summary") in ("unhealthy", "limited_capacity"):
+            problems.append(str(fab["health_summary"]).replace("_", " "))
+        mask = fab.get("health_mask")
+        if isinstance(mask, int):
+            for shift, bad, what in _MASK_BAD:
+                if (mask >> shift) & 0x3 == bad:
+                    problems.append(what)
+        if fab.get("degraded_bw"):
+            problems.append("degraded bandwidth")
+        if fab.get("route_unhealthy"):
+            problems.append("route unhealthy")
+        if problems:
+            out.append(
+                ctx.finding(
+                    "fabric",
+                    "fabric_unhealthy",
+                    f"fabric {', '.join(dict.fromkeys(problems))} on GPU {i}",
+                    i,
+                    ev,
+                )
+            )
+        if exp is not None and exp.clique_required:
+            clique = fab.get("clique_id")
+            uuid = str(fab.get("cluster_uuid") or "").lower()
+            if clique in (0, None) or uuid in _ZERO_UUIDS:
+                out.append(
+                    ctx.finding(
+                        "fabric",
+                        "fabric_clique",
+                        f"GPU {i} is in no NVLink clique (cliqueId {clique}, clusterUuid {uuid or 'none'})",
+                        i,
+                        ev,
+                    )
+                )
+    return out
+
+
+def _evidence(fab: dict[str, Any]) -> str:
+    keys = ("state", "status", "clique_id", "cluster_uuid", "health_mask", "health_summary")
+    return ", ".join(f"{k}={fab.get(k)}" for k in keys if k in fab)

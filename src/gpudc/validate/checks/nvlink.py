@@ -1,0 +1,56 @@
+"""NVLink: active links per GPU against the plan, and error counters."""
+
+from __future__ import annotations
+
+from gpudc.validate.checks.base import Context, num
+from gpudc.validate.types import Finding
+
+_COUNTERS = ("replay", "recovery", "crc_flit", "crc_data")
+
+
+def check(ctx: Context) -> list[Finding]:
+    exp = ctx.expected
+    out: list[Finding] = []
+    warn_at = ctx.policy.threshold("nvlink_errors_warn")
+    for gpu in ctx.gpus():
+        i = gpu.get("index")
+        links = gpu.get("nvlink")
+        if not isinstance(links, list):
+            continue
+        rows = [link for link in links if isinstance(link, dict)]
+        active = [link for link in rows if link.get("active")]
+        inactive = [link.get("link") for link in rows if not link.get("active")]
+        if exp is not None and exp.nvlink_count and len(active) < exp.nvlink_count:
+            out.append(
+                ctx.finding(
+                    "nvlink",
+                    "nvlink_inactive",
+                    f"{len(active)} of {exp.nvlink_count} NVLinks active on GPU {i}",
+                    i,
+                    f"inactive links: {', '.join(str(x) for x in inactive) or 'none reported'}",
+                )
+            )
+        elif exp is None and inactive:
+            out.append(
+                ctx.finding(
+                    "nvlink",
+                    "nvlink_inactive",
+                    f"NVLinks {', '.join(str(x) for x in inactive)} inactive on GPU {i}",
+                    i,
+                )
+            )
+        total = 0.0
+        worst = ""
+        for link in rows:
+            for name in _COUNTERS:
+                value = num(link.get(name))
+                if value:
+                    total += value
+                    worst = worst or f"link {link.get('link')} {name} {int(value)}"
+        if total >= warn_at:
+            out.append(
+                ctx.finding(
+                    "nvlink_errors", "nvlink_errors", f"{int(total)} NVLink errors on GPU {i}", i, worst
+                )
+            )
+    return out

@@ -1,0 +1,87 @@
+"""The software the profile pins: driver version, every package at its exact version, kernel
+modules, persistence mode."""
+
+from __future__ import annotations
+
+from gpudc.validate.checks.base import Context
+from gpudc.validate.types import Finding
+
+
+def check(ctx: Context) -> list[Finding]:
+    facts, exp = ctx.facts, ctx.expected
+    out: list[Finding] = []
+    driver = facts.get("driver_version")
+    if exp is not None and exp.driver_version and driver and driver != exp.driver_version:
+        out.append(
+            ctx.finding(
+                "driver_version",
+                "driver_mismatch",
+                f"driver {driver}, the profile pins {exp.driver_version}",
+                None,
+                f"profile {exp.profile}",
+            )
+        )
+    packages = facts.get("packages")
+    if exp is not None and exp.packages and ctx.from_probe:
+        if not isinstance(packages, dict):
+            out.append(
+                ctx.finding("packages", "tool_missing", "dpkg-query not available: package versions unknown")
+            )
+        else:
+            for name, want in exp.packages.items():
+                got = packages.get(name)
+                if not isinstance(got, dict):
+                    out.append(
+                        ctx.finding(
+                            "packages",
+                            "package_mismatch",
+                            f"{name} is not installed (profile pins {want})",
+                            None,
+                            f"profile {exp.profile}",
+                        )
+                    )
+                elif got.get("version") != want:
+                    out.append(
+                        ctx.finding(
+                            "packages",
+                            "package_mismatch",
+                            f"{name} {got.get('version')}, the profile pins {want}",
+                            None,
+                            f"dpkg status {got.get('status')}",
+                        )
+                    )
+                elif str(got.get("status", "ii")) != "ii":
+                    out.append(
+                        ctx.finding(
+                            "packages",
+                            "package_mismatch",
+                            f"{name} {want} is in dpkg state {got.get('status')}, not installed (ii)",
+                        )
+                    )
+    modules = facts.get("modules")
+    if isinstance(modules, dict):
+        nvml_works = (
+            facts.get("source") == "nvml"
+            and isinstance(facts.get("gpu_count"), int)
+            and facts["gpu_count"] > 0
+        )
+        for mod in ("nvidia", "nvidia_uvm"):
+            if modules.get(mod) is False:
+                if nvml_works:
+                    out.append(
+                        ctx.info(
+                            "modules", f"{mod} not in /proc/modules while NVML answers (container view?)"
+                        )
+                    )
+                    break
+                out.append(ctx.finding("modules", "module_missing", f"kernel module {mod} is not loaded"))
+        reliable = not (nvml_works and modules.get("nvidia") is False)
+        if modules.get("nvidia_peermem") is False and exp is not None and exp.ib_ports > 0 and reliable:
+            out.append(
+                ctx.finding("modules", "peermem_missing", "nvidia_peermem is not loaded (GPUDirect RDMA)")
+            )
+    for gpu in ctx.gpus():
+        if gpu.get("persistence") is False:
+            i = gpu.get("index")
+            out.append(ctx.finding("persistence", "persistence_off", f"persistence mode off on GPU {i}", i))
+    return out

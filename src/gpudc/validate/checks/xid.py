@@ -1,0 +1,123 @@
+"""XIDs from the kernel log, judged by NVIDIA's Xid catalog (policy data), in a window, deduped.
+
+One finding per (XID code, GPU); its check name is `xid:<code>`, which is also the cause key
+for escalation. An event already reported in an earlier run (HistoryView.seen_xids) or logged
+before the last boot is reported as info.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from gpudc.validate.checks.base import Context, num
+from gpudc.validate.types import Finding
+
+#: XID 154's text: "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
+_XID154 = re.compile(r"to\s+0x([0-9a-fA-F]+)\s*\(([^)]*)\)")
+_XID154_RULES = {
+    0: None,
+    1: "recovery_gpu_reset",
+    2: "recovery_node_reboot",
+    3: "recovery_drain_p2p",
+    4: "recovery_drain_and_reset",
+    5: "imex_down",
+    6: "recovery_gpu_reset",
+    7: "recovery_node_reboot",
+}
+
+
+def gpu_for(dev: str, gpus: Iterable[Any]) -> int | None:
+    dev = str(dev).lower()
+    for gpu in gpus:
+        if isinstance(gpu, dict) and isinstance(gpu.get("bdf"), str) and gpu["bdf"].startswith(dev):
+            index = gpu.get("index")
+            return index if isinstance(index, int) else None
+    return None
+
+
+def in_window(ctx: Context) -> list[dict[str, Any]]:
+    """The XID events inside the policy's window (events without a time count as inside)."""
+    now = num(ctx.facts.get("time"))
+    window = ctx.policy.threshold("xid_window_s")
+    events = []
+    for ev in ctx.facts.get("xids") or []:
+        if not isinstance(ev, dict) or not isinstance(ev.get("xid"), int):
+            continue
+        t = num(ev.get("time"))
+        if now is not None and t is not None and t < now - window:
+            continue
+        events.append(ev)
+    return events
+
+
+def check(ctx: Context) -> list[Finding]:
+    seen = ctx.history.seen_xids() if ctx.history is not None else set()
+    boot = num(ctx.facts.get("boot_time"))
+    gpus = ctx.facts.get("gpus") or []
+    groups: dict[tuple[int, int | None, str], list[dict[str, Any]]] = {}
+    for ev in in_window(ctx):
+        t = num(ev.get("time"))
+        if ev.get("id") in seen:
+            state = "seen"
+        elif boot is not None and t is not None and t < boot:
+            state = "before_boot"
+        else:
+            state = "new"
+        gpu = gpu_for(str(ev.get("dev", "")), gpus)
+        groups.setdefault((ev["xid"], gpu, state), []).append(ev)
+    out: list[Finding] = []
+    for (code, gpu, state), events in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1, kv[0][2])
+    ):
+        rule = ctx.policy.xid(code)
+        last = events[-1]
+        where = f"GPU {gpu}" if gpu is not None else f"PCI {last.get('dev')}"
+        times = f" x{len(events)}" if len(events) > 1 else ""
+        evidence = f"NVRM: Xid (PCI:{last.get('dev')}): {code}, {last.get('text', '')}"
+        label = f"XID {code} ({rule.name}) on {where}{times}"
+        check_name = f"xid:{code}"
+        if state == "seen":
+            out.append(
+                ctx.finding(
+                    check_name, "xid_seen", f"{label}: already reported in an earlier run", gpu, evidence
+                )
+            )
+            continue
+        if state == "before_boot":
+            out.append(
+                ctx.finding(
+                    check_name, "xid_before_boot", f"{label}: logged before the last boot", gpu, evidence
+                )
+            )
+            continue
+        if code == 154:
+            m = _XID154.search(str(last.get("text", "")))
+            if m:
+                target = _XID154_RULES.get(int(m.group(1), 16), "recovery_gpu_reset")
+                if target is None:
+                    out.append(ctx.info(check_name, f"{label}: recovery action back to None", gpu, evidence))
+                else:
+                    out.append(
+                        ctx.finding(
+                            check_name, target, f"{label}: recovery action {m.group(2)}", gpu, evidence
+                        )
+                    )
+                continue
+        out.append(
+            Finding(
+                check_name,
+                rule.severity,
+                f"{label}: {rule.resolution or 'not in the catalog'}",
+                rule.action,
+                gpu,
+                evidence[:200],
+            )
+        )
+    return out
+
+
+def reported_xid_ids(facts: dict[str, Any], ctx: Context) -> list[str]:
+    """Ids of the window's XID events (what a history should remember as reported)."""
+    return [str(ev["id"]) for ev in in_window(ctx) if ev.get("id")]

@@ -1,0 +1,1 @@
+"""Parsers of captured output (for `gpudc analyze`): each returns the probe's facts shape."""
