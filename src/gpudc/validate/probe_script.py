@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import calendar
-import ctypes
 import contextlib
+import ctypes
 import glob
 import hashlib
 import json
