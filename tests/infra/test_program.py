@@ -149,7 +149,7 @@ def test_infra_settings_reach_the_provider() -> None:
         "infra:syslogServers": ["udp://10.213.0.1:514"],
         "gpudc:bmcUser": "admin",
     }
-    run, plan = run_stack("lab", extra)
+    run, _plan = run_stack("lab", extra)
     inputs = run.by_type(BMC)[0].inputs
     assert inputs["url"].startswith("http://10.213.1.") and inputs["url"].endswith(":8000")
     assert inputs["verify"] is False and inputs["power_restore_policy"] == "AlwaysOn"

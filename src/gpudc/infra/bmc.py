@@ -231,8 +231,8 @@ def client_for(props: dict[str, Any]) -> BmcClient:
         str(props["username"]),
         str(props["password"]),
         timeout=float(props.get("timeout") or 10),
-        retries=int(props.get("retries") if props.get("retries") is not None else 3),
-        verify=props.get("verify", True) if props.get("verify") is not None else True,
+        retries=int(3 if props.get("retries") is None else props["retries"]),
+        verify=True if props.get("verify") is None else props["verify"],
         system_id=props.get("system_id"),
     )
 
@@ -255,7 +255,7 @@ def _scrubbed(props: dict[str, Any], fn: Callable[[], T]) -> T:
         if password and password in str(exc):
             raise type(exc)(str(exc).replace(password, "***")) from None
         raise
-    except Exception as exc:  # noqa: BLE001 - nothing unscrubbed leaves the provider
+    except Exception as exc:
         text = f"{type(exc).__name__}: {exc}"
         raise BmcError(text.replace(password, "***") if password else text) from None
 

@@ -57,7 +57,7 @@ class _Monitor(runtime_mocks.MockMonitor):
         super().__init__(mocks)
         self.recorder = mocks
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+    def RegisterResource(self, request: Any) -> Any:
         self.recorder.local.last = None
         response = super().RegisterResource(request)
         last = self.recorder.local.last  # set by new_resource on this same thread

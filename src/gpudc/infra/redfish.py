@@ -13,6 +13,7 @@ Syslog. A BMC that lacks one of these raises `BmcNotSupported` naming what is mi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -202,7 +203,7 @@ class BmcClient:
         while True:
             try:
                 return fn(self._connect())
-            except Exception as exc:  # noqa: BLE001 - every failure is translated below
+            except Exception as exc:
                 if attempt >= self.retries or not self._transient(exc, idempotent):
                     raise self._translate(what, exc) from None
                 if isinstance(exc, sushy_exc.ConnectionError):
@@ -213,10 +214,8 @@ class BmcClient:
     def _drop(self) -> None:
         root, self._root, self._system = self._root, None, None
         if root is not None:
-            try:
+            with contextlib.suppress(Exception):
                 root._conn.close()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection
-                pass
 
     def _conn(self) -> Any:
         assert self._root is not None
@@ -236,7 +235,7 @@ class BmcClient:
                     auth.close()
                 root._auth = None
                 root._conn.close()
-            except Exception:  # noqa: BLE001, S110 - best effort on the way out
+            except Exception:
                 pass
 
     # -- power ------------------------------------------------------------------------------
