@@ -15,6 +15,9 @@ from gpudc.model.site import Site
 def stack_schema() -> dict[str, Any]:
     site = Site.model_json_schema(mode="validation")
     defs = site.pop("$defs", {})
+    # A network may be written as one prefix or a list of prefixes (NetworkSpec accepts both).
+    prefix_list = defs["NetworkSpec"]["properties"]["prefixes"]
+    defs["NetworkSpec"] = {"anyOf": [defs["NetworkSpec"], {"type": "string"}, prefix_list]}
     properties = {f"{NAMESPACE}{key}": value for key, value in site["properties"].items()}
     required = [f"{NAMESPACE}{key}" for key in site.get("required", [])]
     return {

@@ -36,7 +36,7 @@ Label = Annotated[str, AfterValidator(check_label)]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class SiteSpec(_Spec):

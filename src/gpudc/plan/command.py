@@ -38,7 +38,7 @@ def cmd_stacks(args: argparse.Namespace) -> int:
             name, site.site.name, site.site.provider, site.site.region, str(len(site.halls)),
             ", ".join(f"{p.name} ({p.sku})" for p in site.pools),
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
     return 0
 
 
