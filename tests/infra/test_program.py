@@ -169,6 +169,16 @@ def test_names_are_stable() -> None:
     assert sorted(r.urn for r in first.resources) == sorted(r.urn for r in second.resources)
 
 
+def test_entry_point_as_the_language_host_runs_it() -> None:
+    """Pulumi.yaml's `main: src/gpudc/infra/`: the directory's __main__.py is the program."""
+    pulumi_yaml = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert pulumi_yaml["main"].rstrip("/") == "src/gpudc/infra" and pulumi_yaml["stackConfigDir"] == "stacks"
+    assert (ROOT / pulumi_yaml["main"] / "__main__.py").is_file()
+    config = stack_file_config(stack_path("lab"))
+    run = run_program(config, stack="lab", entry_point=True)
+    assert run.counts()["gpudc:infra:Node"] == 4 and run.outputs["totals"]["gpus"] == 24
+
+
 def test_preview_mode_runs() -> None:
     config = stack_file_config(stack_path("lab"))
     run = run_program(config, stack="lab", preview=True)

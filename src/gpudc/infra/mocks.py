@@ -99,8 +99,16 @@ def run_program(
     secret_keys: list[str] | None = None,
     preview: bool = False,
     catalog: Catalog | None = None,
+    entry_point: bool = False,
 ) -> MockRun:
-    """Run `program.build()` under mocks with this config; raises what the program raises."""
+    """Run `program.build()` under mocks with this config; raises what the program raises.
+
+    entry_point: run the program directory's `__main__.py` the way the Pulumi language host
+    does (runpy on `src/gpudc/infra/`) instead of calling build().
+    """
+    import runpy
+
+    from gpudc.infra import program as program_module
     from gpudc.infra.program import build
 
     mocks = _Mocks()
@@ -111,7 +119,10 @@ def run_program(
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
-        build(catalog)
+        if entry_point:
+            runpy.run_path(str(Path(program_module.__file__).parent), run_name="__main__")
+        else:
+            build(catalog)
         root = runtime_settings.get_root_resource()
         outputs = dict(getattr(root, "outputs", {}) or {})
         return pulumi.Output.from_input(outputs).apply(run.outputs.update)
