@@ -1,0 +1,469 @@
+"""The renderers: plan (+ SiteExtras) -> files, one function per kind of artifact.
+
+Every function reads the plan through `Ctx`, renders templates from `templates/` and
+writes through the `Writer`. Python here only groups and indexes plan data; formats live
+in the templates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import Environment
+
+from gpudc import secrets
+from gpudc.plan.types import Cable, Device, Node, Plan, Switch
+from gpudc.render.context import (
+    DHCP_NETWORKS,
+    FABRIC_MTU,
+    Record,
+    SiteExtras,
+    address_records,
+    gateway,
+    node_nics,
+    reverse_zones,
+    zone_of_address,
+)
+from gpudc.render.env import environment
+from gpudc.render.writer import Writer
+
+#: Private 4-byte ASNs (RFC 6996) for the BGP unnumbered underlay: all spines of a fabric
+#: share one ASN, each leaf has its own (the Cumulus/NVIDIA two-tier recommendation).
+ASN_BASE = 4_200_000_000
+ASN_FABRIC_STRIDE = 10_000
+ASN_FABRIC_INDEX = {"inband": 1, "frontend": 2, "storage": 3, "compute": 4}
+#: The locally administered VRR MAC the leaves share for the anycast gateway (RFC 5798 VRID 1).
+VRR_MAC = "00:00:5e:00:01:01"
+#: Default VLAN per network when the site gives none.
+DEFAULT_VLAN = {"inband": 10, "frontend": 20, "storage": 30, "compute": 40}
+#: Installer images per OS, relative to the boot server's base URL.
+OS_BOOT = {
+    "ubuntu2204": {"kind": "autoinstall", "path": "os/ubuntu-22.04", "label": "Ubuntu 22.04 live-server"},
+    "ubuntu2404": {"kind": "autoinstall", "path": "os/ubuntu-24.04", "label": "Ubuntu 24.04 live-server"},
+    "debian12": {"kind": "preseed", "path": "os/debian-12", "label": "Debian 12 netboot installer"},
+}
+
+
+@dataclass(slots=True)
+class Ctx:
+    plan: Plan
+    extras: SiteExtras
+    env: Environment
+    nodes: dict[str, Node] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    switches: dict[str, Switch] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    service_address: str = ""
+    cable_index: dict[str, list[Cable]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, plan: Plan, extras: SiteExtras) -> Ctx:
+        inband = next(p for p in plan.pools if p.network == "inband")
+        index: dict[str, list[Cable]] = {}
+        for cable in plan.cables:
+            index.setdefault(cable.a_device, []).append(cable)
+            index.setdefault(cable.b_device, []).append(cable)
+        return cls(
+            plan, extras, environment(),
+            nodes={n.name: n for n in plan.nodes},
+            devices={d.name: d for d in plan.devices},
+            switches={s.name: s for s in plan.switches},
+            records=address_records(plan),
+            service_address=gateway(inband.prefixes[0]),
+            cable_index=index,
+        )
+
+    def render(self, template: str, **values: Any) -> str:
+        return self.env.get_template(template).render(
+            site=self.plan.site, extras=self.extras, domain=self.extras.domain,
+            service_address=self.service_address, **values,
+        )
+
+    def where(self, device: str) -> tuple[str, int | None]:
+        """(rack, U) of any device name; ('', None) where the plan places it in no rack."""
+        if device in self.nodes:
+            n = self.nodes[device]
+            return n.rack, n.u
+        if device in self.devices:
+            d = self.devices[device]
+            return d.rack or "", d.u
+        if device in self.switches:
+            return self.switches[device].rack or "", None
+        return "", None
+
+
+# --------------------------------------------------------------------------- names, DNS
+
+
+def render_hosts(ctx: Ctx, w: Writer) -> None:
+    w.write("hosts/hosts", ctx.render("hosts/hosts.j2", records=ctx.records), "hosts",
+            "/etc/hosts fragment: every address of the plan")
+
+
+def _serial(lines: Iterable[str]) -> int:
+    """A deterministic SOA serial: a content checksum (1..2^31-1), so an unchanged site keeps it."""
+    return zlib.crc32("\n".join(lines).encode()) % 2_147_483_646 + 1
+
+
+def render_dns(ctx: Ctx, w: Writer) -> None:
+    domain = ctx.extras.domain
+    records = ctx.records
+    serial = _serial(f"{r.name} {r.address}" for r in records)
+    w.write(f"dns/db.{domain}", ctx.render("dns/forward.zone.j2", records=records, serial=serial,
+                                           ns_address=ctx.service_address),
+            "dns", f"forward zone {domain} ({len(records)} A records)")
+    prefixes = [p for pool in ctx.plan.pools for p in pool.prefixes]
+    by_zone: dict[str, list[Record]] = {z: [] for z in reverse_zones(prefixes)}
+    for r in records:
+        by_zone.setdefault(zone_of_address(r.address), []).append(r)
+    for zone, zone_records in by_zone.items():
+        zone_records = sorted(zone_records, key=lambda r: int(r.address.rsplit(".", 1)[1]))
+        w.write(f"dns/db.{zone}", ctx.render("dns/reverse.zone.j2", zone=zone, records=zone_records,
+                                             serial=_serial(f"{r.name} {r.address}" for r in zone_records)),
+                "dns", f"reverse zone {zone} ({len(zone_records)} PTR records)")
+    w.write("dns/named.conf.gpudc", ctx.render("dns/named.conf.j2", zones=[domain, *by_zone]),
+            "dns", "BIND zone statements for the zones above")
+
+
+# --------------------------------------------------------------------------- DHCP and boot
+
+
+def render_dhcp(ctx: Ctx, w: Writer) -> None:
+    plan = ctx.plan
+    subnets: list[dict[str, Any]] = []
+    by_prefix: dict[str, list[dict[str, Any]]] = {}
+    prefix_net: dict[str, tuple[str, ipaddress.IPv4Network]] = {}
+    for pool in plan.pools:
+        if pool.network not in DHCP_NETWORKS:
+            continue
+        for prefix in pool.prefixes:
+            by_prefix[prefix] = []
+            prefix_net[prefix] = (pool.network, ipaddress.IPv4Network(prefix))
+
+    def subnet_of(address: str) -> str:
+        ip = ipaddress.IPv4Address(address)
+        for prefix, (_, net) in prefix_net.items():
+            if ip in net:
+                return prefix
+        raise ValueError(f"{address} is in no DHCP network")  # the plan allocates from these pools
+
+    for node in plan.nodes:
+        bmc_mac = ctx.extras.bmc_macs.get(node.name)
+        res: dict[str, Any] = {"ip-address": node.bmc_address, "hostname": f"{node.name}-bmc"}
+        if bmc_mac:
+            res["hw-address"] = bmc_mac
+        else:
+            res["flex-id"] = f"'{node.name}-bmc'"
+            w.placeholders.append(f"dhcp: {node.name}-bmc ({node.bmc_address}) has no MAC; flex-id placeholder "
+                                  f"'{node.name}-bmc' (set gpudc:macs.{node.name}.bmc)")
+        by_prefix[subnet_of(node.bmc_address)].append(res)
+        boot: dict[str, Any] = {"ip-address": node.addresses["inband"], "hostname": node.name}
+        if node.boot_mac:
+            boot["hw-address"] = node.boot_mac
+        else:
+            boot["flex-id"] = f"'{node.name}'"
+            w.placeholders.append(f"dhcp: {node.name} boot NIC ({node.addresses['inband']}) has no MAC; flex-id "
+                                  f"placeholder '{node.name}' (set gpudc:macs.{node.name}.boot)")
+        by_prefix[subnet_of(node.addresses["inband"])].append(boot)
+    for dev in plan.devices:
+        for address, host in ((dev.address, dev.name), (dev.bmc_address, f"{dev.name}-bmc")):
+            if address:
+                by_prefix[subnet_of(address)].append(
+                    {"ip-address": address, "hostname": host, "flex-id": f"'{host}'"})
+                w.placeholders.append(f"dhcp: {host} ({address}) has no MAC; flex-id placeholder '{host}'")
+    for sid, (prefix, reservations) in enumerate(by_prefix.items(), start=1):
+        network, _ = prefix_net[prefix]
+        subnets.append({"id": sid, "subnet": prefix, "network": network, "router": gateway(prefix),
+                        "reservations": sorted(reservations, key=lambda r: ipaddress.IPv4Address(r["ip-address"]))})
+    text = ctx.render("dhcp/kea-dhcp4.conf.j2", subnets=subnets,
+                      boot_url=f"http://{ctx.service_address}/gpudc/{plan.site.name}/pxe/boot.ipxe")
+    count = sum(len(s["reservations"]) for s in subnets)
+    w.write("dhcp/kea-dhcp4.conf", text, "dhcp", f"Kea DHCPv4: {len(subnets)} subnets, {count} reservations")
+
+
+def _pools(plan: Plan) -> dict[str, list[Node]]:
+    pools: dict[str, list[Node]] = {}
+    for node in plan.nodes:
+        pools.setdefault(node.pool, []).append(node)
+    return pools
+
+
+def _node_info(node: Node) -> dict[str, Any]:
+    """What a node knows of itself (/etc/gpudc/node.json): its place, addresses and NICs."""
+    return {
+        "site": node.site, "node": node.name, "pool": node.pool, "sku": node.sku, "profile": node.profile,
+        "rack": node.rack, "u": node.u, "bmc": node.bmc_address, "addresses": node.addresses,
+        "nvlink_domain": node.nvlink_domain,
+        "nics": [{"name": n.name, "network": n.network, "address": n.address, "rail": n.rail,
+                  "switch": n.switch, "switch_port": n.switch_port} for n in node_nics(node)],
+    }
+
+
+def render_pxe(ctx: Ctx, w: Writer) -> None:
+    plan = ctx.plan
+    base = f"http://{ctx.service_address}/gpudc/{plan.site.name}"
+    pools = _pools(plan)
+    w.write("pxe/boot.ipxe", ctx.render("pxe/boot.ipxe.j2", pools=pools, base=base), "pxe",
+            "iPXE entry script: dispatches each node (by DHCP hostname) to its pool's script")
+    for pool, nodes in pools.items():
+        first = nodes[0]
+        boot = OS_BOOT[first.os]
+        w.write(f"pxe/{pool}.ipxe", ctx.render("pxe/pool.ipxe.j2", pool=pool, node=first, boot=boot, base=base),
+                "pxe", f"iPXE script of pool {pool} ({boot['label']})")
+        if boot["kind"] == "preseed":
+            w.write(f"pxe/{pool}.preseed.cfg", ctx.render("pxe/preseed.cfg.j2", pool=pool, base=base),
+                    "pxe", f"Debian preseed of pool {pool}: installs, then seeds cloud-init (NoCloud)")
+    _, controller_pub = secrets.controller_key(plan.site.name)
+    for node in plan.nodes:
+        private, public = secrets.host_key(plan.site.name, node.name)
+        text = ctx.render(
+            "pxe/user-data.j2", node=node, node_info=_node_info(node),
+            boot=OS_BOOT[node.os], controller_key=controller_pub,
+            host_private=private.read_text(), host_public=public,
+        )
+        w.write(f"pxe/nodes/{node.name}/user-data", text, "pxe",
+                f"cloud-init user-data of {node.name} (holds its private SSH host key: mode 0600)", secret=True)
+        w.write(f"pxe/nodes/{node.name}/meta-data", ctx.render("pxe/meta-data.j2", node=node), "pxe",
+                f"NoCloud meta-data of {node.name}")
+
+
+# --------------------------------------------------------------------------- switches
+
+
+def _fabric_rate(plan: Plan, fabric: str) -> int:
+    for f in plan.fabrics:
+        if f.name == fabric:
+            return f.rate_gbps
+    return 0
+
+
+def breakout_factor(switch: Switch, fabric_rate: int) -> int:
+    """Logical ports per cage: a 800G cage running 2x400G, or 1 where rates match."""
+    if fabric_rate and switch.port_rate_gbps > fabric_rate and switch.port_rate_gbps % fabric_rate == 0:
+        k = switch.port_rate_gbps // fabric_rate
+        if k in (2, 4, 8):
+            return k
+    return 1
+
+
+def cumulus_port(port: str, factor: int) -> str:
+    """The Cumulus interface of a plan port number: swpN, or swpNsM on a broken-out cage."""
+    n = int(port)
+    if factor == 1:
+        return f"swp{n}"
+    return f"swp{(n - 1) // factor + 1}s{(n - 1) % factor}"
+
+
+def switch_ports(ctx: Ctx, switch: Switch) -> list[dict[str, Any]]:
+    """Every cabled port of a switch: its Cumulus name, far end and role (host / fabric)."""
+    factor = breakout_factor(switch, _fabric_rate(ctx.plan, switch.fabric))
+    ports: list[dict[str, Any]] = []
+    for cable in _cables_of(ctx, switch.name):
+        if cable.a_device == switch.name:
+            local, far, far_port = cable.a_port, cable.b_device, cable.b_port
+        else:
+            local, far, far_port = cable.b_port, cable.a_device, cable.a_port
+        role = "fabric" if far in ctx.switches else "host"
+        ports.append({"port": local, "ifname": cumulus_port(local, factor), "far": far, "far_port": far_port,
+                      "role": role, "media": cable.media, "cage": (int(local) - 1) // factor + 1})
+    ports.sort(key=lambda p: int(str(p["port"])))
+    return ports
+
+
+def _cables_of(ctx: Ctx, device: str) -> list[Cable]:
+    return ctx.cable_index.get(device, [])
+
+
+def _asn(switch: Switch, leaf_index: int) -> int:
+    base = ASN_BASE + ASN_FABRIC_INDEX.get(switch.fabric, 9) * ASN_FABRIC_STRIDE
+    return base if switch.role == "spine" else base + leaf_index
+
+
+def nvue_switches(plan: Plan) -> list[Switch]:
+    """The Ethernet switches that get an NVUE startup.yaml (leaves and spines; RoCE compute)."""
+    kinds = {f.name: f.kind for f in plan.fabrics}
+    return [s for s in plan.switches if s.fabric != "oob" and kinds.get(s.fabric) == "ethernet"]
+
+
+def render_switches(ctx: Ctx, w: Writer) -> None:
+    plan = ctx.plan
+    oob = next(p for p in plan.pools if p.network == "oob")
+    oob_len = {p: ipaddress.IPv4Network(p).prefixlen for p in oob.prefixes}
+    leaf_no: dict[str, int] = {}
+    roce = any(f.name == "compute" and f.kind == "ethernet" for f in plan.fabrics)
+    for sw in nvue_switches(plan):
+        if sw.role == "leaf":
+            leaf_no[sw.fabric] = leaf_no.get(sw.fabric, 0) + 1
+        ports = switch_ports(ctx, sw)
+        factor = breakout_factor(sw, _fabric_rate(plan, sw.fabric))
+        cages = sorted({p["cage"] for p in ports}) if factor > 1 else []
+        net_pool = next((p for p in plan.pools if p.network == sw.fabric), None)
+        vlan = ctx.extras.vlans.get(sw.fabric) or DEFAULT_VLAN.get(sw.fabric, 100)
+        svi = None
+        if sw.role == "leaf" and net_pool is not None:
+            svi = [f"{gateway(p)}/{ipaddress.IPv4Network(p).prefixlen}" for p in net_pool.prefixes]
+        mgmt_prefix = next(p for p in oob.prefixes if ipaddress.IPv4Address(sw.address) in ipaddress.IPv4Network(p))
+        text = ctx.render(
+            "switch/startup.yaml.j2", switch=sw, ports=ports, cages=cages, breakout=f"{factor}x",
+            mtu=ctx.extras.mtu.get(sw.fabric, FABRIC_MTU), vlan=vlan, svi=svi, vrr_mac=VRR_MAC,
+            asn=_asn(sw, leaf_no.get(sw.fabric, 0)),
+            mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
+            roce=roce and sw.fabric == "compute",
+        )
+        w.write(f"switches/{sw.name}/startup.yaml", text, "switches",
+                f"NVUE startup.yaml of {sw.fabric} {sw.role} {sw.name} ({sw.model}, {len(ports)} cabled ports)")
+    rows = []
+    for sw in plan.switches:
+        if sw.fabric != "oob":
+            continue
+        for cable in _cables_of(ctx, sw.name):
+            dev, dev_port, port = cable.a_device, cable.a_port, cable.b_port
+            address: str | None
+            if dev in ctx.nodes:
+                address = ctx.nodes[dev].bmc_address
+            else:
+                d = ctx.devices.get(dev)
+                address = (d.bmc_address if dev_port == "bmc" else d.address) if d else ""
+            rows.append([sw.name, sw.rack or "", port, cumulus_port(port, 1), dev, dev_port, address or ""])
+    if rows:
+        w.write("switches/oob-portmap.csv", ctx.render("switch/oob-portmap.csv.j2", rows=rows), "switches",
+                f"OOB switch port map ({len(rows)} ports)")
+
+
+# --------------------------------------------------------------------------- fabric, cabling
+
+
+def ib_endpoint(ctx: Ctx, device: str, port: str) -> tuple[str, str]:
+    """An InfiniBand endpoint as ibnetdiscover names it: ("host mlx5_0", "1") or ("leaf", "7")."""
+    if device in ctx.nodes:
+        return f"{device} {port}", "1"
+    return device, port
+
+
+def ib_line(a: tuple[str, str], b: tuple[str, str]) -> str:
+    return f'"{a[0]}"[{a[1]}]\t"{b[0]}"[{b[1]}]'
+
+
+def render_fabric(ctx: Ctx, w: Writer) -> None:
+    plan = ctx.plan
+    ib = next((f for f in plan.fabrics if f.name == "compute" and f.kind == "infiniband"), None)
+    if ib is None:
+        w.notes.append("fabric: the site has no InfiniBand compute fabric; no ibnetdiscover topology")
+        return
+    lines = []
+    for cable in plan.cables:
+        if cable.fabric != "compute":
+            continue
+        a = ib_endpoint(ctx, cable.a_device, cable.a_port)
+        b = ib_endpoint(ctx, cable.b_device, cable.b_port)
+        if cable.a_device in ctx.nodes:  # switch end first, as ibnetdiscover lists switch ports
+            a, b = b, a
+        node = ctx.nodes.get(cable.a_device)
+        nic = next((n for n in node.nics if n.name == cable.a_port), None) if node else None
+        comment = f"rail {nic.rail} su {node.su}" if node and nic else "uplink"
+        lines.append({"line": ib_line(a, b), "comment": f"{comment} {cable.media} {cable.length_class}"})
+    w.write("fabric/compute.topology", ctx.render("fabric/topology.j2", fabric=ib, lines=lines), "fabric",
+            f"expected InfiniBand topology, one line per cable ({len(lines)}); compare with "
+            "`gpudc cabling check --ibnetdiscover`")
+
+
+def render_cabling(ctx: Ctx, w: Writer) -> None:
+    plan = ctx.plan
+    rows = []
+    for c in plan.cables:
+        a_rack, a_u = ctx.where(c.a_device)
+        b_rack, b_u = ctx.where(c.b_device)
+        rows.append([c.fabric, a_rack, a_u, c.a_device, c.a_port, b_rack, b_u, c.b_device, c.b_port,
+                     c.media, c.length_class, f"{c.a_device}:{c.a_port}>{c.b_device}:{c.b_port}"])
+    w.write("cabling/cables.csv", ctx.render("cabling/cables.csv.j2", rows=rows), "cabling",
+            f"cabling plan: {len(rows)} cables (rack, U, port, media, length class, far end)")
+    pools = sorted({n.pool for n in plan.nodes})
+    colors = ["#4e79a7", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"]
+    pool_color = {p: colors[i % len(colors)] for i, p in enumerate(pools)}
+    for rack in plan.racks:
+        if not rack.nodes and not rack.devices:
+            continue
+        units: list[dict[str, Any]] = []
+        unplaced: list[str] = []
+        for name in rack.nodes:
+            n = ctx.nodes[name]
+            units.append({"name": n.name, "u": n.u, "height": n.height_u, "kind": "node",
+                          "label": f"{n.name}  {n.sku}  {n.expected.gpu_count}x GPU  {n.power_kw:g} kW",
+                          "color": pool_color[n.pool]})
+        for name in rack.devices:
+            d = ctx.devices.get(name)
+            if d is not None and d.u is not None:
+                units.append({"name": d.name, "u": d.u, "height": d.height_u, "kind": d.kind,
+                              "label": f"{d.name}  {d.model}", "color": "#7f7f7f"})
+            else:
+                unplaced.append(name)
+        units.sort(key=lambda x: x["u"])
+        w.write(f"cabling/racks/{rack.name}.svg",
+                ctx.render("cabling/rack.svg.j2", rack=rack, units=units, unplaced=unplaced,
+                           legend=[(p, pool_color[p]) for p in pools if any(ctx.nodes[n].pool == p for n in rack.nodes)]),
+                "cabling", f"rack elevation of {rack.name} ({len(units)} placed, {rack.power_kw:g}/{rack.power_limit_kw:g} kW)")
+
+
+# --------------------------------------------------------------------------- IMEX, Slurm
+
+
+def render_imex(ctx: Ctx, w: Writer) -> None:
+    for domain in ctx.plan.nvlink_domains:
+        w.write(f"imex/{domain.name}/nodes_config.cfg", ctx.render("imex/nodes_config.cfg.j2", nvl=domain),
+                "imex", f"IMEX nodes_config.cfg of NVLink domain {domain.name} ({len(domain.imex_addresses)} trays)")
+    if not ctx.plan.nvlink_domains:
+        w.notes.append("imex: the site has no NVL72 domain; no IMEX configuration")
+
+
+def gres_type(node: Node) -> str:
+    """The GRES type of a node's GPUs: NVML's name without the vendor, lowercased (NVIDIA H200 -> h200)."""
+    return node.expected.gpu_model.removeprefix("NVIDIA ").replace(" ", "_").lower()
+
+
+def render_slurm(ctx: Ctx, w: Writer) -> None:
+    plan = ctx.plan
+    pools = _pools(plan)
+    partitions: dict[str, list[str]] = {}
+    for pool, nodes in pools.items():
+        partitions.setdefault(ctx.extras.partitions.get(pool, pool), []).extend(n.name for n in nodes)
+    w.write("slurm/nodes.conf", ctx.render("slurm/nodes.conf.j2", nodes=plan.nodes, partitions=partitions,
+                                           gres_type=gres_type, has_slurm=plan.site.has_slurm),
+            "slurm", "slurm.conf fragment: NodeName lines with GRES, PartitionName lines")
+    groups: dict[tuple[str, int], list[str]] = {}
+    for n in plan.nodes:
+        groups.setdefault((gres_type(n), n.expected.gpu_count), []).append(n.name)
+    w.write("slurm/gres.conf", ctx.render("slurm/gres.conf.j2", groups=groups, has_slurm=plan.site.has_slurm),
+            "slurm", "gres.conf: GPUs per node (NVML autodetect, counts from the plan)")
+    fabric = next((f for f in plan.fabrics if f.name == "compute"), None)
+    if fabric is not None:
+        leaves = [s for s in plan.switches if s.fabric == "compute" and s.role == "leaf"]
+        spines = [s for s in plan.switches if s.fabric == "compute" and s.role == "spine"]
+        tree: list[tuple[str, str, list[str]]] = []
+        if fabric.rail_optimized:
+            sus: dict[int, list[str]] = {}
+            for n in plan.nodes:
+                sus.setdefault(n.su or 0, []).append(n.name)
+            for su, names in sorted(sus.items()):
+                tree.append((f"su{su:02d}", "Nodes", names))
+            if spines:
+                tree.append(("spines", "Switches", [f"su{su:02d}" for su in sorted(sus)]))
+        else:
+            for leaf in leaves:
+                names = sorted({c.a_device for c in _cables_of(ctx, leaf.name) if c.a_device in ctx.nodes},
+                               key=lambda x: list(ctx.nodes).index(x))
+                tree.append((leaf.name, "Nodes", names))
+            if spines:
+                tree.append(("spines", "Switches", [leaf.name for leaf in leaves]))
+        w.write("slurm/topology.conf", ctx.render("slurm/topology.conf.j2", tree=tree, fabric=fabric,
+                                                  has_slurm=plan.site.has_slurm),
+                "slurm", "topology.conf (topology/tree) of the compute fabric")
+    if plan.nvlink_domains:
+        w.write("slurm/topology-block.conf",
+                ctx.render("slurm/topology-block.conf.j2", domains=plan.nvlink_domains, has_slurm=plan.site.has_slurm),
+                "slurm", "topology.conf for topology/block: one block per NVL72 domain")
+    if not plan.site.has_slurm:
+        w.notes.append("slurm: the site file has no `slurm:` section; the Slurm files are for reference")
