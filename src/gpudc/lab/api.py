@@ -1,0 +1,658 @@
+"""The lab's library API: `up`, `down`, `status`, `inject`, `clear`, `refresh_repo`.
+
+Others (the CLI, the `lab` pytest fixture, provisioning/validator/reprovision tests) call these.
+`status()` returns the document `gpudc lab status --json` prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import ipaddress
+import json
+import os
+import secrets as pysecrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpudc import secrets
+from gpudc.errors import GpudcError, InputError
+from gpudc.lab import hosts, net, rootfs, services
+from gpudc.lab import state as st
+from gpudc.plan.types import Node, Plan
+
+BMC_PORT = 8000
+BMC_USERNAME = "admin"
+SHIM_DIR = Path(__file__).resolve().parent / "shims"
+NVML_DIR = Path(__file__).resolve().parent / "nvml"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise GpudcError("lab: needs root (network namespaces, mounts, systemd-nspawn)")
+
+
+def ensure_blackhole() -> None:
+    """The root-namespace blackhole route for 10.213.0.0/16 (idempotent; tests and `make test` call it)."""
+    _require_root()
+    net.ensure_blackhole()
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def _stack_file(stack: str) -> Path:
+    path = Path(stack)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    root = Path(__file__).resolve().parents[3]
+    return root / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+def lab_plan(stack: str, nodes: int | None) -> tuple[str, Plan]:
+    """(stack to record, plan) for a lab of `nodes` hosts.
+
+    None: every node of the stack. Fewer than the stack has: its first N. More: a derived stack
+    (written into the run dir) whose first counted pool is enlarged, so every host has a real plan.
+    """
+    from gpudc.plan import load_plan
+
+    plan = load_plan(stack)
+    if nodes is None or nodes == len(plan.nodes):
+        return stack, plan
+    if nodes < 1:
+        raise InputError(f"--nodes: {nodes} must be at least 1")
+    if nodes > 200:
+        raise InputError(f"--nodes: {nodes} is more than the lab's 200 hosts")
+    if nodes < len(plan.nodes):
+        plan.nodes = plan.nodes[:nodes]
+        return stack, plan
+    data = yaml.safe_load(_stack_file(stack).read_text())
+    pools = data["config"]["gpudc:pools"]
+    counted = [p for p in pools if "count" in p]
+    if not counted:
+        raise InputError(f"--nodes: stack {stack} has no pool with a `count` to enlarge")
+    counted[0]["count"] += nodes - len(plan.nodes)
+    derived = st.run_dir() / "stacks" / f"Pulumi.{plan.site.name}.yaml"
+    derived.parent.mkdir(parents=True, exist_ok=True)
+    derived.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = load_plan(str(derived))
+    if len(plan.nodes) != nodes:
+        raise InputError(f"--nodes: could not size stack {stack} to {nodes} hosts (got {len(plan.nodes)})")
+    return str(derived), plan
+
+
+def _plan_for(lab: dict[str, Any]) -> Plan:
+    from gpudc.plan import load_plan
+
+    return load_plan(lab["stack"])
+
+
+def _pool_gateway(plan: Plan, network: str) -> ipaddress.IPv4Interface:
+    for pool in plan.pools:
+        if pool.network == network and pool.prefixes:
+            prefix = ipaddress.ip_network(pool.prefixes[0])
+            return ipaddress.IPv4Interface(f"{prefix.network_address + 1}/{prefix.prefixlen}")
+    raise InputError(f"lab: the plan has no {network} address pool")
+
+
+# --- simulated GPU pieces (from the simulated NVML area) ---------------------------------------
+
+
+def _gpu_state_module() -> Any | None:
+    if importlib.util.find_spec("gpudc.lab.gpu_state") is None:
+        return None
+    import gpudc.lab.gpu_state as gpu_state
+
+    return gpu_state
+
+
+def _nvml_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(NVML_DIR.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(NVML_DIR)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_artefacts(progress: Progress = _quiet) -> dict[str, bool]:
+    """libnvidia-ml.so.1 (cached by source hash), pynvml.py from our venv, the lspci shim."""
+    out = hosts.artefact_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    have = {"nvml": False, "pynvml": False, "lspci": False}
+    spec = importlib.util.find_spec("gpudc.lab.nvml")
+    if spec is not None:
+        import gpudc.lab.nvml as nvml
+
+        if hasattr(nvml, "build_library"):
+            cached = rootfs.cache_dir() / f"nvml-{_nvml_hash()}" / "libnvidia-ml.so.1"
+            if not cached.exists():
+                progress("building the simulated libnvidia-ml.so.1")
+                with tempfile.TemporaryDirectory() as tmp:
+                    built = nvml.build_library(Path(tmp))
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(built, cached)
+            shutil.copy2(cached, out / "libnvidia-ml.so.1")
+            have["nvml"] = True
+    pyspec = importlib.util.find_spec("pynvml")
+    if pyspec is not None and pyspec.origin:
+        shutil.copy2(pyspec.origin, out / "pynvml.py")
+        have["pynvml"] = True
+    if (SHIM_DIR / "lspci").exists():
+        shutil.copy2(SHIM_DIR / "lspci", out / "lspci")
+        have["lspci"] = True
+    return have
+
+
+def healthy_gpu(node: Node | None, hardware_faults: list[list[Any]]) -> tuple[dict[str, Any], list[str]]:
+    """A host's GPU state on a fresh install: healthy, plus the faults that live in hardware."""
+    gpu_state = _gpu_state_module()
+    if gpu_state is None or node is None:
+        return {}, []
+    state: dict[str, Any] = gpu_state.healthy_state(node)
+    log: list[str] = []
+    for fault, arg in hardware_faults:
+        state, lines = gpu_state.apply_fault(state, fault, arg)
+        log += list(lines)
+    return state, log
+
+
+# --- up / down ------------------------------------------------------------------------------
+
+
+def _bmc_password(site: str) -> Path:
+    path = secrets.site_secret_dir(site) / "lab-bmc-password"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(pysecrets.token_urlsafe(24))
+    os.chmod(path, 0o600)
+    return path
+
+
+def _write_htpasswd(site: str) -> Path:
+    import bcrypt
+
+    password = _bmc_password(site).read_text().strip().encode()
+    hashed = bcrypt.hashpw(password, bcrypt.gensalt(rounds=4)).decode()
+    path = st.run_dir() / "bmc" / "htpasswd"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{BMC_USERNAME}:{hashed}\n")
+    return path
+
+
+def write_known_hosts(lab: dict[str, Any]) -> Path:
+    lines = []
+    for rec in lab["hosts"]:
+        _, public = secrets.host_key(lab["site"], rec["name"])
+        lines.append(secrets.known_hosts_line(rec["name"], [rec["address"]], public))
+    path = st.run_dir() / "known_hosts"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _host_records(plan: Plan, bmc_net: ipaddress.IPv4Interface) -> list[dict[str, Any]]:
+    recs = []
+    for index, node in enumerate(plan.nodes):
+        address = node.addresses["inband"]
+        bmc = node.bmc_address
+        for value, what in ((address, "inband"), (bmc, "bmc")):
+            if ipaddress.ip_address(value) not in ipaddress.ip_network(net.LAB_RANGE):
+                raise InputError(f"lab: {node.name}: {what} address {value} is outside {net.LAB_RANGE}")
+        recs.append(
+            {
+                "name": node.name,
+                "index": index,
+                "address": address,
+                "bmc_address": bmc,
+                "sku": node.sku,
+                "pool": node.pool,
+                "pid": None,
+                "power": "On",
+                "faults": [],
+                "fault_args": {},
+                "hardware_faults": [],
+                "boot_override": "None",
+                "generation": 0,
+            }
+        )
+    return recs
+
+
+def up(stack: str = "lab", nodes: int | None = None, progress: Progress = _quiet) -> dict[str, Any]:
+    """Bring the lab up (or return the status of the lab already up with this stack/size)."""
+    _require_root()
+    with st.locked():
+        existing = st.load()
+        if existing is not None:
+            same = existing.get("requested") == [stack, nodes] or (nodes is None and existing["stack_arg"] == stack)
+            if same and all(hosts.running(r) or r["power"] == "Off" for r in existing["hosts"]):
+                return status()
+            raise GpudcError(
+                f"lab: already up ({len(existing['hosts'])} hosts of stack {existing['stack_arg']}); "
+                "run `gpudc lab down` first"
+            )
+        leftovers = net.lab_netns() or net.lab_links() or hosts.lab_mounts()
+        if leftovers:
+            progress("cleaning up the remains of an earlier lab")
+            _teardown(None)
+        try:
+            return _bring_up(stack, nodes, progress)
+        except BaseException as exc:
+            progress("lab up failed; cleaning up")
+            with contextlib.suppress(Exception):
+                _teardown(st.load())
+            if isinstance(exc, GpudcError):
+                raise
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise GpudcError(f"lab up failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, Any]:
+    t0 = time.monotonic()
+    net.ensure_blackhole()
+    for tool in ("systemd-nspawn", "mmdebstrap", "zstd", "ip"):
+        if shutil.which(tool) is None:
+            raise GpudcError(f"lab: `{tool}` is not installed; see ci/apt-packages.txt")
+    had_nspawn_dir = Path("/run/systemd/nspawn").exists()
+    st.run_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
+    stack_used, plan = lab_plan(stack, nodes)
+    inband_gw = _pool_gateway(plan, "inband")
+    oob_gw = _pool_gateway(plan, "oob")
+    recs = _host_records(plan, oob_gw)
+    lab: dict[str, Any] = {
+        "stack": stack_used,
+        "stack_arg": stack,
+        "requested": [stack, nodes],
+        "site": plan.site.name,
+        "domain": _domain(plan),
+        "bridge_address": str(inband_gw.ip),
+        "bridge_prefixlen": inband_gw.network.prefixlen,
+        "oob_gateway": str(oob_gw),
+        "nspawn_dir_existed": had_nspawn_dir,
+        "services": {},
+        "gpu": False,
+        "hosts": recs,
+        "started": time.time(),
+    }
+    hosts.mount_tmpfs()
+    st.save(lab)
+    tarball = rootfs.tarball_path()
+    if not tarball.exists():
+        progress("building the host root filesystem (first run: about a minute)")
+    tarball = rootfs.ensure_rootfs(progress=False)
+    progress("unpacking the root filesystem")
+    rootfs.extract(tarball, hosts.base_dir())
+    have = build_artefacts(progress)
+    lab["gpu"] = have["nvml"] and _gpu_state_module() is not None
+    progress(f"network: bridge {net.BRIDGE}, {len(recs)} namespaces")
+    net.create_bridge([str(inband_gw), str(oob_gw)])
+    for rec in recs:
+        net.add_bridge_address(f"{rec['bmc_address']}/32")
+    net.create_hosts(
+        [(r["name"], r["index"], f"{r['address']}/{inband_gw.network.prefixlen}") for r in recs]
+    )
+    for rec in recs:
+        rec["netns"] = net.netns_name(rec["name"])
+        rec["veth"] = net.veth_name(rec["index"])
+    st.save(lab)
+    progress("preparing host overlays")
+    secrets.controller_key(lab["site"])
+    for rec in recs:
+        secrets.host_key(lab["site"], rec["name"])
+    by_name = {n.name: n for n in plan.nodes}
+
+    def prepare(rec: dict[str, Any]) -> None:
+        hosts.mount_overlay(rec["name"])
+        gpu, log = healthy_gpu(by_name.get(rec["name"]), rec["hardware_faults"]) if lab["gpu"] else ({}, [])
+        hosts.customize(lab, rec, gpu)
+        hosts.append_kernel_log(rec, log)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(prepare, recs))
+    progress(f"booting {len(recs)} hosts")
+    for rec in recs:
+        hosts.start(rec)
+    st.save(lab)
+    write_known_hosts(lab)
+    progress("starting apt-cacher-ng, the NVIDIA stand-in repo and the BMCs")
+    bridge = lab["bridge_address"]
+    lab["services"]["apt_cacher_ng"] = services.start_apt_cacher(bridge, hosts.APT_PORT)
+    repo_link = st.run_dir() / "nvidia-repo"
+    with contextlib.suppress(FileNotFoundError):
+        repo_link.unlink()
+    services.nvidia_repo_dir().mkdir(parents=True, exist_ok=True)
+    repo_link.symlink_to(services.nvidia_repo_dir())
+    lab["services"]["nvidia_repo"] = services.start_repo_server(bridge, hosts.REPO_PORT)
+    _write_htpasswd(lab["site"])
+    st.save(lab)
+    lab["services"]["bmc"] = services.start_bmc_server()
+    st.save(lab)
+    missing = hosts.wait_ready(recs)
+    if missing:
+        tails = []
+        for name in missing:
+            log = hosts.log_dir() / f"{name}.log"
+            text = log.read_text(errors="replace")[-600:] if log.exists() else "(no log)"
+            tails.append(f"{name}: {text.strip()}")
+        raise GpudcError("lab: hosts did not answer SSH in time: " + "; ".join(tails))
+    for rec in recs:
+        if not services.wait_port(rec["bmc_address"], BMC_PORT, timeout=15):
+            raise GpudcError(f"lab: BMC of {rec['name']} did not listen on {rec['bmc_address']}:{BMC_PORT}")
+    lab["up_seconds"] = round(time.monotonic() - t0, 2)
+    st.save(lab)
+    progress(f"lab up: {len(recs)} hosts in {lab['up_seconds']} s")
+    return status()
+
+
+def _domain(plan: Plan) -> str:
+    data = yaml.safe_load(_stack_file(plan.site.stack).read_text()) if _stack_file(plan.site.stack).exists() else {}
+    site = (data or {}).get("config", {}).get("gpudc:site", {})
+    domain = site.get("domain") if isinstance(site, dict) else None
+    return str(domain or f"{plan.site.name}.gpudc.internal")
+
+
+def down(progress: Progress = _quiet) -> None:
+    """Remove everything the lab made: processes, mounts, namespaces, veths, bridge, run dir."""
+    _require_root()
+    with st.locked():
+        _teardown(st.load(), progress)
+
+
+def _teardown(lab: dict[str, Any] | None, progress: Progress = _quiet) -> None:
+    if lab is not None:
+        for name, pid in lab.get("services", {}).items():
+            services.terminate(pid, str(st.run_dir()) if name != "nvidia_repo" else "http.server")
+        progress(f"stopping {len(lab['hosts'])} hosts")
+        for rec in lab["hosts"]:
+            pid = rec.get("pid")
+            if hosts.running(rec) and pid:
+                init = hosts.container_init(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init or pid, 9)
+        for rec in lab["hosts"]:
+            hosts.stop(rec, force=True, timeout=10)
+    for pid in lab_processes():
+        services.terminate(pid, str(st.run_dir()))
+    hosts.unmount_all()
+    net.teardown()
+    if lab is not None and not lab.get("nspawn_dir_existed", True):
+        shutil.rmtree("/run/systemd/nspawn", ignore_errors=True)
+    shutil.rmtree(st.run_dir(), ignore_errors=True)
+    net.ensure_blackhole()
+
+
+def lab_processes() -> list[int]:
+    """PIDs of processes whose command line names the lab run dir (nspawn, services)."""
+    marker = str(st.run_dir()).encode()
+    pids = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def _load() -> dict[str, Any]:
+    lab = st.load()
+    if lab is None:
+        raise GpudcError("lab: not up (run `gpudc lab up`)")
+    return lab
+
+
+def host_state(rec: dict[str, Any]) -> str:
+    if not hosts.running(rec):
+        return "off"
+    if hosts.ssh_ready(rec["address"], timeout=0.5):
+        return "running"
+    return "unreachable"
+
+
+def gpu_summary(rec: dict[str, Any]) -> dict[str, Any]:
+    path = hosts.root_dir(rec["name"]) / hosts.NVML_STATE_PATH
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    gpus = data.get("gpus") if isinstance(data, dict) else None
+    summary: dict[str, Any] = {}
+    if isinstance(gpus, list):
+        summary["count"] = len(gpus)
+        names = {g.get("name") for g in gpus if isinstance(g, dict) and g.get("name")}
+        if names:
+            summary["model"] = ", ".join(sorted(str(n) for n in names))
+    for key in ("driver_version", "cuda_version"):
+        if key in data:
+            summary[key] = data[key]
+    return summary
+
+
+def status() -> dict[str, Any]:
+    """The `gpudc lab status --json` document (see the module doc)."""
+    lab = _load()
+    site = lab["site"]
+    key, _ = secrets.controller_key(site)
+    bridge = lab["bridge_address"]
+    recs = lab["hosts"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        states = list(pool.map(host_state, recs))
+    return {
+        "stack": lab["stack"],
+        "site": site,
+        "ssh_key": str(key),
+        "known_hosts": str(st.run_dir() / "known_hosts"),
+        "bmc_username": BMC_USERNAME,
+        "bmc_password_file": str(_bmc_password(site)),
+        "apt_mirror_url": f"http://{bridge}:{hosts.APT_PORT}/debian",
+        "nvidia_repo_url": f"http://{bridge}:{hosts.REPO_PORT}/",
+        "nvidia_repo_dir": str(services.nvidia_repo_dir()),
+        "hosts": [
+            {
+                "name": rec["name"],
+                "address": rec["address"],
+                "bmc_url": f"http://{rec['bmc_address']}:{BMC_PORT}",
+                "bmc_system": f"/redfish/v1/Systems/{rec['name']}",
+                "state": state,
+                "power": rec["power"],
+                "faults": list(rec["faults"]),
+                "hardware_faults": [f for f, _ in rec["hardware_faults"]],
+                "sku": rec["sku"],
+                "gpu": gpu_summary(rec),
+            }
+            for rec, state in zip(recs, states, strict=True)
+        ],
+    }
+
+
+def refresh_repo() -> None:
+    """Regenerate the stand-in NVIDIA repo's index after .deb files were added to nvidia_repo_dir."""
+    services.refresh_repo(services.nvidia_repo_dir())
+
+
+def is_up() -> bool:
+    return st.load() is not None
+
+
+def ssh_command(node: str, *command: str) -> list[str]:
+    """The plain ssh command line (strict host keys) that reaches a lab host; for tests and scripts."""
+    lab = _load()
+    rec = st.host(lab, node)
+    key, _ = secrets.controller_key(lab["site"])
+    return [
+        "ssh", "-i", str(key), "-o", f"UserKnownHostsFile={st.run_dir() / 'known_hosts'}",
+        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+        "-o", "GlobalKnownHostsFile=/dev/null", f"root@{rec['address']}", *command,
+    ]
+
+
+def run_on(node: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ssh_command(node, command), capture_output=True, text=True, timeout=timeout)
+
+
+# --- power and reimage (the BMCs call these) ---------------------------------------------------
+
+
+def power_state(node: str) -> str:
+    """Redfish PowerState of a host: On while its container runs, else Off."""
+    lab = _load()
+    return "On" if hosts.running(st.host(lab, node)) else "Off"
+
+
+def boot_override(node: str) -> str:
+    return str(st.host(_load(), node).get("boot_override") or "Hdd").replace("None", "Hdd")
+
+
+def set_boot_override(node: str, target: str) -> None:
+    with st.locked():
+        lab = _load()
+        st.host(lab, node)["boot_override"] = target
+        st.save(lab)
+
+
+def power(node: str, reset_type: str) -> None:
+    """Carry out a Redfish ResetType on a host (synchronously: the host is up/down on return)."""
+    with st.locked():
+        lab = _load()
+        rec = st.host(lab, node)
+        on = hosts.running(rec)
+        if reset_type == "PushPowerButton":
+            reset_type = "GracefulShutdown" if on else "On"
+        if reset_type in ("ForceOff", "GracefulShutdown"):
+            hosts.stop(rec, force=reset_type == "ForceOff")
+            rec["power"] = "Off"
+        elif reset_type in ("On", "ForceOn", "ForceRestart", "GracefulRestart", "PowerCycle"):
+            if on and reset_type not in ("On", "ForceOn"):
+                hosts.stop(rec, force=reset_type != "GracefulRestart")
+            if not hosts.running(rec):
+                if rec.get("boot_override") == "Pxe":
+                    _reimage(lab, rec)
+                    rec["boot_override"] = "Hdd"
+                hosts.start(rec)
+            rec["power"] = "On"
+        else:
+            raise InputError(f"lab: {node}: unsupported reset type {reset_type}")
+        st.save(lab)
+
+
+def reimage(node: str) -> None:
+    """What PXE boot + install does to a lab host: fresh OS, same host key, healthy GPUs (but hardware)."""
+    with st.locked():
+        lab = _load()
+        rec = st.host(lab, node)
+        was_on = hosts.running(rec)
+        hosts.stop(rec, force=True)
+        _reimage(lab, rec)
+        if was_on:
+            hosts.start(rec)
+        st.save(lab)
+
+
+def _reimage(lab: dict[str, Any], rec: dict[str, Any]) -> None:
+    hosts.wipe_overlay(rec["name"])
+    hosts.mount_overlay(rec["name"])
+    rec["faults"] = [f for f, _ in rec["hardware_faults"]]
+    rec["fault_args"] = {f: a for f, a in rec["hardware_faults"]}
+    rec["generation"] = rec.get("generation", 0) + 1
+    node = _plan_node(lab, rec["name"])
+    gpu, log = healthy_gpu(node, rec["hardware_faults"]) if lab.get("gpu") else ({}, [])
+    hosts.customize(lab, rec, gpu)
+    hosts.append_kernel_log(rec, log)
+
+
+def _plan_node(lab: dict[str, Any], name: str) -> Node | None:
+    try:
+        return _plan_for(lab).node(name)
+    except KeyError:
+        return None
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+def fault_names() -> dict[str, str]:
+    """Every fault `inject` knows -> what it does."""
+    from gpudc.lab import faults
+
+    return faults.fault_names()
+
+
+def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False) -> None:
+    """Break a GPU or a service on a lab host. `hardware`: a GPU fault that survives reimage."""
+    from gpudc.lab import faults
+
+    faults.check(fault, hardware)
+    with st.locked():
+        lab = _load()
+        try:
+            rec = st.host(lab, node)
+        except KeyError:
+            names = ", ".join(h["name"] for h in lab["hosts"])
+            raise InputError(f"lab inject: no host {node!r} (hosts: {names})") from None
+        if fault in faults.gpu_faults():
+            faults.apply_gpu_fault(rec, fault, arg)
+            if hardware:
+                rec["hardware_faults"].append([fault, arg])
+        else:
+            if arg is not None:
+                raise InputError(f"lab inject: {fault} takes no argument")
+            rec["faults"].append(fault)
+            try:
+                faults.apply_service_fault(lab, rec, fault)
+            except BaseException:
+                rec["faults"].remove(fault)
+                raise
+            st.save(lab)
+            return
+        rec["faults"].append(fault)
+        st.save(lab)
+
+
+def clear(node: str) -> None:
+    """Repair a host: healthy GPUs (hardware faults too: an RMA), services and host key restored."""
+    from gpudc.lab import faults
+
+    with st.locked():
+        lab = _load()
+        try:
+            rec = st.host(lab, node)
+        except KeyError:
+            names = ", ".join(h["name"] for h in lab["hosts"])
+            raise InputError(f"lab clear: no host {node!r} (hosts: {names})") from None
+        previous = list(rec["faults"])
+        rec["faults"] = []
+        rec["hardware_faults"] = []
+        if lab.get("gpu"):
+            gpu, _ = healthy_gpu(_plan_node(lab, node), [])
+            if gpu:
+                hosts.write_gpu_state(rec, gpu)
+        (hosts.root_dir(node) / "var/log/kern.log").write_text("")
+        faults.restore_services(lab, rec, previous)
+        st.save(lab)
