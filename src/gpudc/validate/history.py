@@ -64,7 +64,6 @@ CREATE INDEX IF NOT EXISTS findings_node ON findings(node, check_name);
 CREATE TABLE IF NOT EXISTS xid_events (
     node TEXT NOT NULL,
     id TEXT NOT NULL,
-    xid INTEGER,
     first_run INTEGER NOT NULL REFERENCES runs(id),
     PRIMARY KEY (node, id)
 );
@@ -123,8 +122,8 @@ class NodeHistory:
     def reboots_for(self, key: str) -> int:
         """How many boots of this node already asked for a reboot for `key` and were rebooted.
 
-        `key` names a cause: a finding's check name (`xid.79`), optionally narrowed to one GPU
-        as `check@gpu` (`xid.79@3`). The current boot does not count (it has not rebooted yet).
+        `key` names a cause: a finding's check name (`xid:79`), optionally narrowed to one GPU
+        as `check@gpu` (`xid:79@3`). The current boot does not count (it has not rebooted yet).
         """
         check, _, gpu_text = key.partition("@")
         where, args = self._older()
@@ -191,10 +190,15 @@ class History:
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
 
-    def record(self, run_id: int, verdict: Verdict, facts: dict[str, Any] | None = None) -> None:
-        """Store one node's verdict and findings, plus the XID event ids the probe saw."""
-        boot = facts.get("boot_time") if facts else None
-        boot_time = float(boot) if isinstance(boot, int | float) else None
+    def record(
+        self,
+        run_id: int,
+        verdict: Verdict,
+        boot_time: float | None = None,
+        xid_ids: Iterable[str] = (),
+    ) -> None:
+        """Store one node's verdict and findings, its boot time (from the probe) and the ids of
+        the XID events this run reported (gpudc.validate.checks.reported_xid_ids)."""
         conn = self.connection
         conn.execute("BEGIN")
         try:
@@ -212,16 +216,10 @@ class History:
                     for i, f in enumerate(verdict.findings)
                 ],
             )
-            events = facts.get("xids") if facts else None
-            if isinstance(events, list):
-                conn.executemany(
-                    "INSERT OR IGNORE INTO xid_events (node, id, xid, first_run) VALUES (?, ?, ?, ?)",
-                    [
-                        (verdict.node, str(ev["id"]), ev.get("xid"), run_id)
-                        for ev in events
-                        if isinstance(ev, dict) and ev.get("id")
-                    ],
-                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO xid_events (node, id, first_run) VALUES (?, ?, ?)",
+                [(verdict.node, str(i), run_id) for i in xid_ids],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
