@@ -339,12 +339,12 @@ class BmcClient:
 
     def set_boot_order(self, order: list[str]) -> None:
         def patch(system: Any) -> None:
-            self.boot_order_check(system)
+            self._boot_order_check(system)
             self._conn().patch(system.path, data={"Boot": {"BootOrder": list(order)}})
 
         self._call("set boot order", patch)
 
-    def boot_order_check(self, system: Any) -> None:
+    def _boot_order_check(self, system: Any) -> None:
         if "BootOrder" not in (self._system_json(system).get("Boot") or {}):
             raise BmcNotSupported(f"BMC {self.url}: the system exposes no Boot.BootOrder")
 
