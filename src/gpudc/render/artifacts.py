@@ -392,13 +392,15 @@ def render_cabling(ctx: Ctx, w: Writer) -> None:
         for name in rack.nodes:
             n = ctx.nodes[name]
             units.append({"name": n.name, "u": n.u, "height": n.height_u, "kind": "node",
-                          "label": f"{n.name}  {n.sku}  {n.expected.gpu_count}x GPU  {n.power_kw:g} kW",
+                          "label": f"{n.name} · {n.sku} · {n.expected.gpu_count}x GPU · {n.power_kw:g} kW",
+                          "detail": f"in-band {n.addresses['inband']} · BMC {n.bmc_address}",
                           "color": pool_color[n.pool]})
         for name in rack.devices:
             d = ctx.devices.get(name)
             if d is not None and d.u is not None:
                 units.append({"name": d.name, "u": d.u, "height": d.height_u, "kind": d.kind,
-                              "label": f"{d.name}  {d.model}", "color": "#7f7f7f"})
+                              "label": f"{d.name} · {d.model}", "detail": f"OOB {d.address}",
+                              "color": "#7f7f7f"})
             else:
                 unplaced.append(name)
         units.sort(key=lambda x: x["u"])

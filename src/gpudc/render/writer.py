@@ -26,15 +26,23 @@ class Writer:
 
     def write(self, rel: str, text: str, kind: str, what: str, secret: bool = False) -> Path:
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = text.encode()
         mode = 0o600 if secret else 0o644
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            os.fchmod(fd, mode)  # an existing file keeps its old mode through O_CREAT
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+            same = path.stat().st_size == len(data) and path.read_bytes() == data
+        except OSError:
+            same = False
+        if same:  # leave an unchanged file alone (no byte, no mtime changes); fix only its mode
+            if path.stat().st_mode & 0o777 != mode:
+                os.chmod(path, mode)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                os.fchmod(fd, mode)  # an existing file keeps its old mode through O_CREAT
+                os.write(fd, data)
+            finally:
+                os.close(fd)
         self.written.append(Written(rel, kind, what, secret))
         return path
 
