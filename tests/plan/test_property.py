@@ -20,7 +20,6 @@ from gpudc.model import site_from_config
 from gpudc.model.loader import read_config
 from gpudc.plan import expand
 
-
 SRC = "stacks/Pulumi.fuzz.yaml"
 PROBLEM = re.compile(r"^stacks/Pulumi\.fuzz\.yaml: \S.*?: .+", re.S)
 CATALOG = load_catalog()

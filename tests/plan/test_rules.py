@@ -215,16 +215,36 @@ def test_ethernet_ports_exhausted_needs_spine(site_data: dict[str, Any]) -> None
     ]
 
 
-def test_two_tier_capacity(site_data: dict[str, Any]) -> None:
-    site_data["halls"][0] = {**site_data["halls"][0], "power_kw": 100000, "rack_power_kw": 50,
-                             "rows": [{"name": r, "racks": 500} for r in "abc"]}
-    site_data["pools"][0]["count"] = 4096
-    site_data["networks"] = {"oob": ["10.64.0.0/16"], "inband": ["10.65.0.0/16"], "compute": ["10.128.0.0/12"]}
+def _big(site_data: dict[str, Any], count: int) -> None:
+    site_data["halls"][0] = {**site_data["halls"][0], "power_kw": 10**6, "rack_power_kw": 50,
+                             "rows": [{"name": r, "racks": 500} for r in "abcdefghijklmnop"]}
+    site_data["pools"][0]["count"] = count
+    site_data["networks"] = {"oob": ["10.64.0.0/14"], "inband": ["10.68.0.0/14"], "compute": ["10.128.0.0/10"]}
     site_data["fabrics"].pop("frontend")
+
+
+def test_three_tiers_when_two_cannot_hold_the_leaves(site_data: dict[str, Any]) -> None:
+    _big(site_data, 4096)
+    plan = plan_of(site_data)
+    compute = next(f for f in plan.fabrics if f.name == "compute")
+    # 4,132 nodes -> 130 SUs x 8 rails = 1,040 leaves; pods of 32 leaves with 32 spines; 17 cores per plane
+    assert (compute.leaves, compute.spines, compute.cores) == (1040, 33 * 32, 32 * 17)
+
+
+def test_fabric_beyond_three_tiers(site_data: dict[str, Any]) -> None:
+    _big(site_data, 7000)
+    site_data["fabrics"]["compute"].update(leaf="sn2201", spine="sn2201", kind="roce")
+    site_data["fabrics"]["compute"]["rate_gbps"] = 400
+    problems = problems_of(site_data)
+    assert problems[0] == f"{SRC}: fabrics.compute.leaf: sn2201 runs at 1G, below the fabric's 400G"
+
+
+def test_fabric_beyond_three_tiers_of_radix(site_data: dict[str, Any]) -> None:
+    _big(site_data, 8300)
     problems = problems_of(site_data)
     assert problems == [
-        f"{SRC}: fabrics.compute: 1040 leaves with 32 uplinks each exceed a two-tier fat tree of qm9700 (radix 64); "
-        "split the site or use a larger spine"
+        f"{SRC}: fabrics.compute: 2088 leaves exceed a three-tier fat tree of qm9700 (radix 64); "
+        "split the site or use a larger switch"
     ]
 
 

@@ -213,8 +213,8 @@ class Site(_Spec):
     naming: NamingSpec = NamingSpec()
     slurm: SlurmSpec | None = None
     macs: dict[Label, MacsSpec] = Field(default_factory=dict, description="Known MACs by node name")
-    bmcUser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,32}$")  # noqa: N815 (Pulumi key)
-    bmcPassword: SecretValue | None = None  # noqa: N815 (Pulumi key)
+    bmcUser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    bmcPassword: SecretValue | None = None
 
     @field_validator("bmcPassword", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from gpudc.plan import load_plan
 from gpudc.plan.types import Plan
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("stacks", help="list the sites in stacks/")
     p.set_defaults(handler=cmd_stacks)
     p = sub.add_parser("plan", help="expand and check a site; print a summary table")
@@ -86,10 +86,10 @@ def summary_tables(plan: Plan) -> list[Table]:
         first = node_by_name[rack.nodes[0]]
         key = (rack.hall, first.pool, len(rack.nodes), rack.power_kw, rack.power_limit_kw)
         groups.setdefault(key, []).append(rack.name)
-    for (hall, pool, count, kw, limit), names in groups.items():
+    for (hall_name, pool, count, kw, limit), names in groups.items():
         label = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} racks)"
         gpus = sum(node_by_name[n].expected.gpu_count for n in racks_by_name[names[0]].nodes)
-        t.add_row(label, hall, pool, str(count), str(gpus), f"{kw:g}", f"{limit:g}")
+        t.add_row(label, hall_name, pool, str(count), str(gpus), f"{kw:g}", f"{limit:g}")
     tables.append(t)
 
     t = Table(title="fabrics")
@@ -109,8 +109,10 @@ def summary_tables(plan: Plan) -> list[Table]:
     t = Table(title="address pools")
     for col in ("network", "prefixes", "used", "free"):
         t.add_column(col)
-    for pool in plan.pools:
-        t.add_row(pool.network, ", ".join(pool.prefixes), str(pool.used), str(pool.free))
+    for address_pool in plan.pools:
+        t.add_row(
+            address_pool.network, ", ".join(address_pool.prefixes), str(address_pool.used), str(address_pool.free)
+        )
     tables.append(t)
 
     t = Table(title="totals")

@@ -7,6 +7,7 @@ steps would only repeat them), then collects every layout problem before raising
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field
@@ -81,8 +82,8 @@ def _sku_profile(site: Site, catalog: Catalog, problems: list[str]) -> None:
             problems.append(
                 f"pools[{i}].profile: unknown profile {pool.profile!r} (catalog has: {', '.join(sorted(catalog.profiles))})"
             )
-        hall = halls.get(pool.hall)
-        if hall is None:
+        pool_hall = halls.get(pool.hall)
+        if pool_hall is None:
             problems.append(f"pools[{i}].hall: unknown hall {pool.hall!r} (site has: {', '.join(halls)})")
         if sku is None:
             continue
@@ -105,9 +106,9 @@ def _sku_profile(site: Site, catalog: Catalog, problems: list[str]) -> None:
                 f"compute trays of a {sku.name} rack"
             )
         needs = sku.fact("cooling")
-        if hall is not None and needs == "liquid" and hall.cooling != "liquid":
+        if pool_hall is not None and needs == "liquid" and pool_hall.cooling != "liquid":
             problems.append(
-                f"pools[{i}].hall: {sku.name} needs liquid cooling; hall {hall.name!r} is {hall.cooling}-cooled"
+                f"pools[{i}].hall: {sku.name} needs liquid cooling; hall {pool_hall.name!r} is {pool_hall.cooling}-cooled"
             )
     fabrics = site.fabrics
     for name in ("compute", "frontend", "storage", "inband"):
@@ -338,7 +339,8 @@ def _new_node(
     b: _Build, name: str, pool: PoolSpec, sku: Sku, os_name: str, hall: str, rack: Rack, u: int, index: int,
     domain: str | None, power_kw: float, template: Expectation,
 ) -> Node:
-    exp = Expectation(**{f: getattr(template, f) for f in Expectation.__slots__})  # type: ignore[attr-defined]
+    exp = copy.copy(template)
+    exp.imex_peers = []
     macs = b.site.macs.get(name)
     node = Node(
         name=name, site=b.site.site.name, hall=hall, rack=rack.name, u=u, height_u=sku.node_units,
@@ -362,24 +364,28 @@ def _two_tier_spines(leaves: int, uplinks: int, radix: int) -> int | None:
     return None
 
 
-def _spine_layer(b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, path: str, media: str) -> int:
+def _spine_layer(b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, path: str, media: str) -> tuple[int, int]:
+    """Spines (two tiers) or pod spines + cores (three tiers) above the leaves: (spines, cores)."""
     sw = b.catalog.switches[model]
     radix = int(sw.ports.value)
+    rate = int(sw.rate_gbps.value)
     uplinks = leaves[0].ports - leaves[0].ports // 2 if leaves else 0
     spines = _two_tier_spines(len(leaves), uplinks, radix)
-    if spines is None:
-        b.problems.append(
-            f"{path}: {len(leaves)} leaves with {uplinks} uplinks each exceed a two-tier fat tree of {model} "
-            f"(radix {radix}); split the site or use a larger spine"
-        )
-        return 0
+    if spines is not None:
+        if spines:
+            _connect_two_tier(b, fabric, prefix, leaves, model, radix, rate, spines, uplinks, media)
+        return spines, 0
+    return _connect_three_tier(b, fabric, prefix, leaves, model, radix, rate, uplinks, path, media)
+
+
+def _connect_two_tier(
+    b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, radix: int, rate: int,
+    spines: int, uplinks: int, media: str,
+) -> None:
     spine_switches = [
-        Switch(f"{prefix}-spine{n + 1:02d}", fabric, "spine", model, radix, int(sw.rate_gbps.value),
-               None, None, leaves[0].hall, None, "")
+        Switch(f"{prefix}-spine{n + 1:02d}", fabric, "spine", model, radix, rate, None, None, leaves[0].hall, None, "")
         for n in range(spines)
     ]
-    if not spines:
-        return 0
     per_pair = uplinks // spines
     for li, leaf in enumerate(leaves):
         down = leaf.ports // 2
@@ -390,7 +396,56 @@ def _spine_layer(b: _Build, fabric: str, prefix: str, leaves: list[Switch], mode
             spine.used_ports += 1
         leaf.used_ports += uplinks
     b.switches.extend(spine_switches)
-    return spines
+
+
+def _connect_three_tier(
+    b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, radix: int, rate: int,
+    uplinks: int, path: str, media: str,
+) -> tuple[int, int]:
+    """Pods of radix/2 leaves, each leaf wired once to each of its pod's spines; spine j of
+    every pod wired to core plane j (a three-tier fat tree, as SuperPODs past 2 tiers use)."""
+    half = radix // 2
+    pod_size = half
+    pods = math.ceil(len(leaves) / pod_size)
+    per_plane = math.ceil(pods * half / radix)
+    if uplinks > half or per_plane > half:
+        b.problems.append(
+            f"{path}: {len(leaves)} leaves exceed a three-tier fat tree of {model} (radix {radix}); "
+            "split the site or use a larger switch"
+        )
+        return 0, 0
+    cores = [
+        [Switch(f"{prefix}-core{j + 1:02d}-{c + 1:02d}", fabric, "core", model, radix, rate, None, None,
+                leaves[0].hall, None, "") for c in range(per_plane)]
+        for j in range(uplinks)
+    ]
+    spine_count = 0
+    for p in range(pods):
+        members = leaves[p * pod_size : (p + 1) * pod_size]
+        pod_spines = [
+            Switch(f"{prefix}-pod{p + 1:02d}-spine{j + 1:02d}", fabric, "spine", model, radix, rate, None, None,
+                   members[0].hall, None, "")
+            for j in range(uplinks)
+        ]
+        spine_count += len(pod_spines)
+        for li, leaf in enumerate(members):
+            down = leaf.ports // 2
+            for j, spine in enumerate(pod_spines):
+                b.cables.append(Cable(fabric, leaf.name, str(down + j + 1), spine.name, str(li + 1), media, "cross-row"))
+                spine.used_ports += 1
+            leaf.used_ports += uplinks
+        for j, spine in enumerate(pod_spines):
+            for k in range(half):
+                core_index, port_index = divmod(p * half + k, radix)  # fill each core of the plane in turn
+                core = cores[j][core_index]
+                port = port_index + 1
+                b.cables.append(Cable(fabric, spine.name, str(half + k + 1), core.name, str(port), media, "cross-hall"))
+                spine.used_ports += 1
+                core.used_ports += 1
+        b.switches.extend(pod_spines)
+    for plane in cores:
+        b.switches.extend(plane)
+    return spine_count, uplinks * per_plane
 
 
 def _compute_fabric(b: _Build, allocator: Allocator | None) -> None:
@@ -444,8 +499,10 @@ def _compute_fabric(b: _Build, allocator: Allocator | None) -> None:
             node.nics.append(Nic(nic_name, "compute", rail, spec.rate_gbps, address, None, leaf.name, str(port)))
             b.cables.append(Cable("compute", node.name, nic_name, leaf.name, str(port), media, "in-row"))
     b.switches.extend(leaves)
-    spines = _spine_layer(b, "compute", prefix, leaves, spec.spine, "fabrics.compute", media)
-    b.fabrics.append(Fabric("compute", spec.kind, spec.rate_gbps, spec.rail_optimized, su_size, len(leaves), spines))
+    spines, cores = _spine_layer(b, "compute", prefix, leaves, spec.spine, "fabrics.compute", media)
+    b.fabrics.append(
+        Fabric("compute", spec.kind, spec.rate_gbps, spec.rail_optimized, su_size, len(leaves), spines, cores)
+    )
 
 
 def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator | None) -> None:
@@ -483,8 +540,8 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
             node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, None, leaf.name, port))
             b.cables.append(Cable(name, node.name, nic, leaf.name, port, media, "in-row"))
     b.switches.extend(leaves)
-    spines = _spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media) if spec.spine else 0
-    b.fabrics.append(Fabric(name, "ethernet", spec.rate_gbps, False, None, len(leaves), spines))
+    spines, cores = _spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media) if spec.spine else (0, 0)
+    b.fabrics.append(Fabric(name, "ethernet", spec.rate_gbps, False, None, len(leaves), spines, cores))
 
 
 def _oob(b: _Build) -> None:

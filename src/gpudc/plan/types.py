@@ -101,7 +101,7 @@ class Device:
 class Switch:
     name: str
     fabric: str  # compute | frontend | storage | inband | oob
-    role: str  # leaf | spine | oob
+    role: str  # leaf | spine | core | oob
     model: str
     ports: int
     port_rate_gbps: int
@@ -175,6 +175,7 @@ class Fabric:
     su_size: int | None
     leaves: int
     spines: int
+    cores: int = 0  # third tier, when two tiers of the switch radix cannot hold the leaves
 
 
 @dataclass(slots=True)
