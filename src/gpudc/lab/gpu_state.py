@@ -49,7 +49,10 @@ FAULTS = GPU_FAULTS
 
 _MIB = 1024 * 1024
 _HEALTHY_FABRIC_MASK = (
-    (pynvml.NVML_GPU_FABRIC_HEALTH_MASK_DEGRADED_BW_FALSE << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_DEGRADED_BW)
+    (
+        pynvml.NVML_GPU_FABRIC_HEALTH_MASK_DEGRADED_BW_FALSE
+        << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_DEGRADED_BW
+    )
     | (
         pynvml.NVML_GPU_FABRIC_HEALTH_MASK_ROUTE_RECOVERY_FALSE
         << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_ROUTE_RECOVERY
@@ -90,7 +93,9 @@ def _data() -> dict[str, Any]:
 def _sku(sku: str) -> dict[str, Any]:
     skus = _data()["skus"]
     if sku not in skus:
-        raise ValueError(f"no simulated GPU data for SKU {sku!r} in {DATA_FILE} (known: {', '.join(sorted(skus))})")
+        raise ValueError(
+            f"no simulated GPU data for SKU {sku!r} in {DATA_FILE} (known: {', '.join(sorted(skus))})"
+        )
     return {key: fact["value"] for key, fact in skus[sku].items()}
 
 
@@ -184,7 +189,7 @@ def _zero_counters() -> dict[str, Any]:
 
 
 def _links(node: Node, sim: dict[str, Any]) -> list[dict[str, Any]]:
-    remotes: list[str | None] = []
+    remotes: list[str] = []
     for bus_id, count in zip(sim["nvswitch_bus_ids"], sim["nvlinks_per_nvswitch"], strict=True):
         remotes += [bus_id] * int(count)
     links: list[dict[str, Any]] = []
@@ -195,8 +200,10 @@ def _links(node: Node, sim: dict[str, Any]) -> list[dict[str, Any]]:
             "remote": "switch",
             "errors": {"replay": 0, "recovery": 0, "crc_flit": 0, "crc_data": 0, "ecc_data": 0},
         }
-        if i < len(remotes) and remotes[i] and switch_id:
-            link["remote_bus_id"] = f"{int(remotes[i].split(':')[0], 16):08X}:{remotes[i].split(':', 1)[1].upper()}"
+        if i < len(remotes) and switch_id:
+            link["remote_bus_id"] = (
+                f"{int(remotes[i].split(':')[0], 16):08X}:{remotes[i].split(':', 1)[1].upper()}"
+            )
             link["remote_device_id"] = _nvml_pci_id(switch_id)
         links.append(link)
     return links
@@ -246,7 +253,13 @@ def _gpu(node: Node, sim: dict[str, Any], index: int, bus_id: str) -> dict[str, 
             "pending": False,
             "failure": False,
         },
-        "row_remapper_histogram": {"max": int(sim["row_remap_banks"]), "high": 0, "partial": 0, "low": 0, "none": 0},
+        "row_remapper_histogram": {
+            "max": int(sim["row_remap_banks"]),
+            "high": 0,
+            "partial": 0,
+            "low": 0,
+            "none": 0,
+        },
         "retired_pages": None,  # Hopper/Blackwell remap rows; NVML says NOT_SUPPORTED here
         "temperature_c": temp,
         "memory_temperature_c": temp + 6,
@@ -263,7 +276,11 @@ def _gpu(node: Node, sim: dict[str, Any], index: int, bus_id: str) -> dict[str, 
         "max_clocks_mhz": dict(sim["max_clocks_mhz"]),
         "pstate": 0,
         "utilization": {"gpu": 0, "memory": 0},
-        "memory": {"total_bytes": total, "reserved_bytes": int(sim["memory_reserved_mib"]) * _MIB, "used_bytes": 0},
+        "memory": {
+            "total_bytes": total,
+            "reserved_bytes": int(sim["memory_reserved_mib"]) * _MIB,
+            "used_bytes": 0,
+        },
         "compute_mode": pynvml.NVML_COMPUTEMODE_DEFAULT,
         "mig_mode": pynvml.NVML_DEVICE_MIG_DISABLE,
         "pcie": pcie,
@@ -346,7 +363,9 @@ def healthy_state(node: Node) -> dict[str, Any]:
     sim = _sku(node.sku)
     bus_ids: list[str] = list(sim["gpu_bus_ids"])
     if exp.gpu_count > len(bus_ids):
-        raise ValueError(f"{node.name}: {exp.gpu_count} GPUs but {DATA_FILE} lists {len(bus_ids)} bus ids for {node.sku}")
+        raise ValueError(
+            f"{node.name}: {exp.gpu_count} GPUs but {DATA_FILE} lists {len(bus_ids)} bus ids for {node.sku}"
+        )
     gpus = [_gpu(node, sim, i, bus_ids[i]) for i in range(exp.gpu_count)]
     branch = exp.driver_version.split(".")[0]
     return {
@@ -455,7 +474,9 @@ def _gpu_arg(state: dict[str, Any], fault: str, arg: str | None, default: int = 
     except ValueError:
         raise ValueError(f"fault {fault}: argument {arg!r} is not a GPU index (0..{count - 1})") from None
     if not 0 <= index < count:
-        raise ValueError(f"fault {fault}: GPU index {index} out of range (the node has {count} GPUs: 0..{count - 1})")
+        raise ValueError(
+            f"fault {fault}: GPU index {index} out of range (the node has {count} GPUs: 0..{count - 1})"
+        )
     return index
 
 
@@ -509,7 +530,7 @@ class _Log:
 def _lspci_entry(state: dict[str, Any], gpu: dict[str, Any]) -> dict[str, Any] | None:
     for dev in state.get("lspci", []):
         if dev.get("role") == "gpu" and dev.get("gpu_index") == gpu["index"]:
-            return dev  # type: ignore[no-any-return]
+            return dev
     return None
 
 
@@ -638,13 +659,11 @@ def apply_fault(
         gpu["clocks_mhz"]["graphics"] = gpu["clocks_mhz"]["sm"] = gpu["max_clocks_mhz"]["sm"] // 2
     elif fault == "fabric-unhealthy":
         targets = gpus if arg is None else [gpus[_gpu_arg(new, fault, arg)]]
-        unhealthy = (
-            _HEALTHY_FABRIC_MASK
-            & ~(0x3 << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_ROUTE_UNHEALTHY)
-            | (
-                pynvml.NVML_GPU_FABRIC_HEALTH_MASK_ROUTE_UNHEALTHY_TRUE
-                << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_ROUTE_UNHEALTHY
-            )
+        unhealthy = _HEALTHY_FABRIC_MASK & ~(
+            0x3 << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_ROUTE_UNHEALTHY
+        ) | (
+            pynvml.NVML_GPU_FABRIC_HEALTH_MASK_ROUTE_UNHEALTHY_TRUE
+            << pynvml.NVML_GPU_FABRIC_HEALTH_MASK_SHIFT_ROUTE_UNHEALTHY
         )
         for gpu in targets:
             gpu["fabric"]["health_mask"] = unhealthy
@@ -692,7 +711,14 @@ def fabric_manager_stopped(state: dict[str, Any]) -> dict[str, Any]:
 
 # PCIe signalling (GT/s text as the kernel prints it) and per-lane payload rate after encoding,
 # computed the way the kernel's pcie_print_link_status() does (8b/10b to Gen2, 128b/130b after).
-_GTS = {1: "2.5 GT/s PCIe", 2: "5.0 GT/s PCIe", 3: "8.0 GT/s PCIe", 4: "16.0 GT/s PCIe", 5: "32.0 GT/s PCIe", 6: "64.0 GT/s PCIe"}
+_GTS = {
+    1: "2.5 GT/s PCIe",
+    2: "5.0 GT/s PCIe",
+    3: "8.0 GT/s PCIe",
+    4: "16.0 GT/s PCIe",
+    5: "32.0 GT/s PCIe",
+    6: "64.0 GT/s PCIe",
+}
 _LANE_MBPS = {1: 2000, 2: 4000, 3: 8000 * 128 // 130, 4: 16000 * 128 // 130, 5: 32000 * 128 // 130, 6: 64000}
 
 

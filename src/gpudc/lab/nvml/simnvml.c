@@ -749,18 +749,25 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device
     return handle_by_index("nvmlDeviceGetHandleByIndex", index, device);
 }
 
+/* "domain:bus:device.function" or "bus:device.function" (hex) -> 1 on success. */
+static int parse_bus_id(const char *s, unsigned int out[4]) {
+    char tail;
+    if (sscanf(s, "%x:%x:%x.%x%c", &out[0], &out[1], &out[2], &out[3], &tail) == 4) return 1;
+    out[0] = 0;
+    return sscanf(s, "%x:%x.%x%c", &out[1], &out[2], &out[3], &tail) == 3;
+}
+
 static nvmlReturn_t handle_by_key(const char *key, const char *value, nvmlDevice_t *device, int pci) {
     int i;
+    unsigned int want[4], have_id[4];
     NEED(value && device);
+    if (pci && !parse_bus_id(value, want)) return NVML_ERROR_INVALID_ARGUMENT;
     for (i = 0; i < g_ndev; i++) {
         const char *have = jstr(g_dev[i].g, key);
         if (!have) continue;
         if (pci) {
-            /* Bus ids compare case-insensitively, with or without the 8-digit domain. */
-            size_t hl = strlen(have), vl = strlen(value);
-            if (!strcasecmp(have, value) || (hl > vl && !strcasecmp(have + hl - vl, value) &&
-                                             have[hl - vl - 1] == ':'))
-                return give_handle(i, device);
+            /* Bus ids compare by value: any case, 4- or 8-digit domain, or none (domain 0). */
+            if (parse_bus_id(have, have_id) && !memcmp(want, have_id, sizeof want)) return give_handle(i, device);
         } else if (!strcmp(have, value)) {
             return give_handle(i, device);
         }
@@ -1646,8 +1653,10 @@ static void field_value(nvmlDevice_t d, nvmlFieldValue_t *v) {
     v->timestamp = (long long)tv.tv_sec * 1000000 + tv.tv_usec;
     v->latencyUsec = 0;
     switch (v->fieldId) {
-    case NVML_FI_DEV_ECC_CURRENT: have = fv_uint(v, jnum(g, "ecc.current", &num), num != 0); break;
-    case NVML_FI_DEV_ECC_PENDING: have = fv_uint(v, jnum(g, "ecc.pending", &num), num != 0); break;
+    case NVML_FI_DEV_ECC_CURRENT: ok = jnum(g, "ecc.current", &num);
+        have = fv_uint(v, ok, num != 0); break;
+    case NVML_FI_DEV_ECC_PENDING: ok = jnum(g, "ecc.pending", &num);
+        have = fv_uint(v, ok, num != 0); break;
     case NVML_FI_DEV_ECC_SBE_VOL_TOTAL:
         ull = ecc_total(d, NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_VOLATILE_ECC, &ok);
         have = fv_ull(v, ok, ull);
@@ -1665,16 +1674,20 @@ static void field_value(nvmlDevice_t d, nvmlFieldValue_t *v) {
         have = fv_ull(v, ok, ull);
         break;
     case NVML_FI_DEV_REMAPPED_COR:
-        have = fv_uint(v, juint(g, "remapped_rows.correctable", &u), u);
+        ok = juint(g, "remapped_rows.correctable", &u);
+        have = fv_uint(v, ok, u);
         break;
     case NVML_FI_DEV_REMAPPED_UNC:
-        have = fv_uint(v, juint(g, "remapped_rows.uncorrectable", &u), u);
+        ok = juint(g, "remapped_rows.uncorrectable", &u);
+        have = fv_uint(v, ok, u);
         break;
     case NVML_FI_DEV_REMAPPED_PENDING:
-        have = fv_uint(v, juint(g, "remapped_rows.pending", &u), u);
+        ok = juint(g, "remapped_rows.pending", &u);
+        have = fv_uint(v, ok, u);
         break;
     case NVML_FI_DEV_REMAPPED_FAILURE:
-        have = fv_uint(v, juint(g, "remapped_rows.failure", &u), u);
+        ok = juint(g, "remapped_rows.failure", &u);
+        have = fv_uint(v, ok, u);
         break;
     case NVML_FI_DEV_NVLINK_LINK_COUNT: {
         jv *links = jget(g, "nvlink.links");
@@ -1700,17 +1713,21 @@ static void field_value(nvmlDevice_t d, nvmlFieldValue_t *v) {
     case NVML_FI_DEV_NVLINK_GET_STATE: {
         char path[48];
         snprintf(path, sizeof path, "nvlink.links.%u.active", v->scopeId);
-        have = fv_uint(v, jnum(g, path, &num), num != 0);
+        ok = jnum(g, path, &num);
+        have = fv_uint(v, ok, num != 0);
         break;
     }
     case NVML_FI_DEV_PCIE_REPLAY_COUNTER:
-        have = fv_ull(v, jull(g, "pcie.replay_counter", &ull), ull);
+        ok = jull(g, "pcie.replay_counter", &ull);
+        have = fv_ull(v, ok, ull);
         break;
     case NVML_FI_DEV_GET_GPU_RECOVERY_ACTION:
-        have = fv_uint(v, juint(g, "recovery_action", &u), u);
+        ok = juint(g, "recovery_action", &u);
+        have = fv_uint(v, ok, u);
         break;
     case NVML_FI_DEV_POWER_INSTANT:
-        have = fv_uint(v, juint(g, "power_mw", &u), u);
+        ok = juint(g, "power_mw", &u);
+        have = fv_uint(v, ok, u);
         break;
     case NVML_FI_DEV_GPU_TEMP:
         if (jnum(g, "temperature_c", &num)) {
@@ -1720,7 +1737,8 @@ static void field_value(nvmlDevice_t d, nvmlFieldValue_t *v) {
         }
         break;
     case NVML_FI_DEV_MEMORY_TEMP:
-        have = fv_uint(v, juint(g, "memory_temperature_c", &u), u);
+        ok = juint(g, "memory_temperature_c", &u);
+        have = fv_uint(v, ok, u);
         break;
     default: break;
     }
