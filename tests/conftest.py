@@ -3,6 +3,7 @@
 The fixture brings the lab up once per session if it is not up already and returns
 `gpudc.lab.api.status()`; it tears the lab down at the end only if it brought it up. A failed
 `up` cleans up after itself and fails the tests that asked for the lab with its message.
+`lab_control` says whether this session brought the lab up (`started`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,26 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[dict[str, Any]]:
+def lab_control() -> Iterator[dict[str, Any]]:
     if os.geteuid() != 0:
         pytest.fail("the lab needs root (CI runs lab tests as root)")
     from gpudc.errors import GpudcError
     from gpudc.lab import api
 
     api.ensure_blackhole()
-    started = not api.is_up()
+    control: dict[str, Any] = {"started": not api.is_up()}
     try:
-        doc = api.up()
+        control["doc"] = api.up()
     except GpudcError as exc:
         pytest.fail(f"lab up failed: {exc}", pytrace=False)
     try:
-        yield doc
+        yield control
     finally:
-        if started:
+        if control["started"] and api.is_up():
             api.down()
+
+
+@pytest.fixture(scope="session")
+def lab(lab_control: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = lab_control["doc"]
+    return doc

@@ -1,13 +1,16 @@
 """Run on a lab host (`python3 -` over SSH) under the real pynvml bindings; prints one JSON document
 with what the lab fault tests look at. An NVML error is recorded as the pynvml exception name."""
 
+from __future__ import annotations
+
 import ctypes
 import json
+from typing import Any
 
 import pynvml as n
 
 
-def call(fn, *args):
+def call(fn: Any, *args: Any) -> Any:
     try:
         value = fn(*args)
     except n.NVMLError as exc:
@@ -15,7 +18,7 @@ def call(fn, *args):
     return value.decode() if isinstance(value, bytes) else value
 
 
-def fabric(h):
+def fabric(h: Any) -> Any:
     info = n.c_nvmlGpuFabricInfo_v3_t()
     info.version = n.nvmlGpuFabricInfo_v3
     err = call(n.nvmlDeviceGetGpuFabricInfoV, h, ctypes.byref(info))
@@ -25,7 +28,7 @@ def fabric(h):
             "health_mask": info.healthMask}
 
 
-def links(h):
+def links(h: Any) -> list[Any]:
     out = []
     for link in range(n.NVML_NVLINK_MAX_LINKS):
         state = call(n.nvmlDeviceGetNvLinkState, h, link)
@@ -35,7 +38,7 @@ def links(h):
     return out
 
 
-def gpu(i):
+def gpu(i: int) -> dict[str, Any]:
     h = call(n.nvmlDeviceGetHandleByIndex, i)
     if isinstance(h, dict):
         return {"handle": h}
@@ -54,7 +57,7 @@ def gpu(i):
     }
 
 
-out = {"init": call(n.nvmlInit)}
+out: dict[str, Any] = {"init": call(n.nvmlInit)}
 if out["init"] is None:
     out["driver"] = call(n.nvmlSystemGetDriverVersion)
     count = call(n.nvmlDeviceGetCount)

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("faults", help="list the faults `inject` knows")
     p.set_defaults(handler=_faults)
 
+    p = sub.add_parser("blackhole", help="install the blackhole route for the lab range (idempotent)")
+    p.set_defaults(handler=_blackhole)
+
 
 def _err() -> Console:
     return Console(stderr=True)
@@ -103,4 +106,9 @@ def _clear(args: argparse.Namespace) -> int:
 def _faults(args: argparse.Namespace) -> int:
     for name, what in api.fault_names().items():
         sys.stdout.write(f"{name:20s} {what}\n")
+    return 0
+
+
+def _blackhole(args: argparse.Namespace) -> int:
+    api.ensure_blackhole()
     return 0
