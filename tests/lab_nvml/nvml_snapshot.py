@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -124,13 +126,12 @@ def gpu(h: Any) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def snapshot() -> dict[str, Any]:
     out: dict[str, Any] = {}
     init = call(n.nvmlInit)
     out["init"] = init
     if isinstance(init, dict):
-        print(json.dumps(out))
-        return
+        return out
     with open("/proc/self/maps") as maps:
         out["library"] = sorted({line.split()[-1] for line in maps if "libnvidia-ml" in line})
     out["driver_version"] = call(n.nvmlSystemGetDriverVersion)
@@ -147,7 +148,21 @@ def main() -> None:
             continue
         out["gpus"].append(gpu(h))
     n.nvmlShutdown()
-    print(json.dumps(out))
+    return out
+
+
+def main() -> None:
+    """With state files as arguments: one snapshot per file (NVML re-reads its state at each
+    nvmlInit after a full shutdown), printed as a JSON list. Without: one snapshot of the
+    state the environment names."""
+    if len(sys.argv) == 1:
+        print(json.dumps(snapshot()))
+        return
+    results = []
+    for path in sys.argv[1:]:
+        os.environ["GPUDC_LAB_NVML_STATE"] = path
+        results.append(snapshot())
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,23 @@ def snapshot(lib_dir: Path, tmp_path: Path, state: dict[str, Any]) -> dict[str, 
     return result
 
 
+def snapshots(lib_dir: Path, tmp_path: Path, states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Snapshots of several states from one subprocess (one pynvml import)."""
+    paths = [write_state(tmp_path, state, f"state-{i}.json") for i, state in enumerate(states)]
+    proc = subprocess.run(
+        [sys.executable, str(SNAPSHOT), *map(str, paths)],
+        env=env_for(lib_dir, paths[0]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: list[dict[str, Any]] = json.loads(proc.stdout)
+    assert len(result) == len(states)
+    return result
+
+
 def run_py(
     lib_dir: Path, state_path: Path, code: str, timeout: float = 20
 ) -> subprocess.CompletedProcess[str]:
@@ -119,11 +136,11 @@ def _code(name: str) -> int:
 # the library
 
 
-def test_builds_with_werror_and_is_cached(tmp_path: Path) -> None:
-    first = build_library(tmp_path)
-    assert first == tmp_path / LIBRARY_NAME and first.is_file()
+def test_builds_with_werror_and_is_cached(lib_dir: Path) -> None:
+    first = lib_dir / LIBRARY_NAME
+    assert first.is_file()
     mtime = first.stat().st_mtime_ns
-    assert build_library(tmp_path) == first
+    assert build_library(lib_dir) == first
     assert first.stat().st_mtime_ns == mtime  # cached: not rebuilt
     # -Wall -Wextra -Wmissing-prototypes -Werror are part of the build; the prototype check
     # means every exported function is declared, with this exact signature, in the real nvml.h.
@@ -277,12 +294,30 @@ def test_every_gpu_fault_is_visible(
     """Each GPU fault changes what pynvml (or the kernel log) shows, with NVML's real codes."""
     when = datetime(2026, 11, 14, 10, 23, 1, tzinfo=UTC)
     seen: set[str] = set()
+    cases = [
+        (h200, "gpu-lost", "2"),
+        (h200, "gpu-missing", None),
+        (h200, "remap-pending", "1"),
+        (h200, "remap-failure", None),
+        (h200, "ecc-uncorrectable", "3"),
+        (h200, "nvlink-down", None),
+        (h200, "pcie-degraded", "4"),
+        (h200, "thermal", None),
+        (h200, "hw-slowdown", None),
+        (gb200, "fabric-unhealthy", None),
+        (gb200, "gb200-clique-zero", None),
+        (h200, "driver-mismatch", None),
+        (h200, "driver-mismatch", "570.86.15"),
+    ]
+    applied = [apply_fault(state, fault, arg, when=when) for state, fault, arg in cases]
+    for (_, fault, _), (new, _) in zip(cases, applied, strict=True):
+        assert new["faults"][-1].startswith(fault)
+    snaps = iter(snapshots(lib_dir, tmp_path, [new for new, _ in applied]))
+    lines_of = iter([lines for _, lines in applied])
 
     def inject(state: dict[str, Any], fault: str, arg: str | None = None) -> tuple[dict[str, Any], list[str]]:
         seen.add(fault)
-        new, lines = apply_fault(state, fault, arg, when=when)
-        assert new["faults"][-1].startswith(fault)
-        return snapshot(lib_dir, tmp_path, new), lines
+        return next(snaps), next(lines_of)
 
     snap, lines = inject(h200, "gpu-lost", "2")
     assert snap["count"] == 8
