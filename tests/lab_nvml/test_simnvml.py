@@ -310,7 +310,8 @@ def test_every_gpu_fault_is_visible(
         (h200, "driver-mismatch", "570.86.15"),
     ]
     applied = [apply_fault(state, fault, arg, when=when) for state, fault, arg in cases]
-    for (_, fault, _), (new, _) in zip(cases, applied, strict=True):
+    applied.append((gpu_state.fabric_manager_stopped(h200), []))  # GPU side of the fm-stopped service fault
+    for (_, fault, _), (new, _) in zip(cases, applied[: len(cases)], strict=True):
         assert new["faults"][-1].startswith(fault)
     snaps = iter(snapshots(lib_dir, tmp_path, [new for new, _ in applied]))
     lines_of = iter([lines for _, lines in applied])
@@ -381,6 +382,11 @@ def test_every_gpu_fault_is_visible(
     assert snap["driver_version"] != h200["driver_version"] and snap["driver_version"].startswith("570.")
     snap, _ = inject(h200, "driver-mismatch", "570.86.15")
     assert snap["driver_version"] == "570.86.15"
+
+    fm_stopped = next(snaps)
+    for g in fm_stopped["gpus"]:
+        assert g["fabric"]["state"] == pynvml.NVML_GPU_FABRIC_STATE_IN_PROGRESS
+        assert g["fabric"]["status"] == pynvml.NVML_ERROR_NOT_READY
 
     for xid, needle in [(79, "GPU has fallen off the bus."), (48, "double bit error"), (63, "Row Remapper"),
                         (64, "Row Remapper Error"), (74, "NVLink"), (94, "Contained: SM"), (95, "Uncontained"),
