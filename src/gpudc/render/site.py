@@ -41,11 +41,11 @@ def _render_inventory(plan: Plan, w: Writer) -> None:
             raise
         w.notes.append(f"inventory: not rendered: {INVENTORY_MODULE} is not part of this build")
         return
-    path = w.root / "inventory" / "hosts.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module.write_inventory(plan, path)
-    w.written.append(Written("inventory/hosts.yml", "inventory",
-                             f"Ansible inventory ({INVENTORY_MODULE}.write_inventory, the one provisioning uses)", False))
+    # build_inventory + dump_inventory is write_inventory's own path; the Writer writes the text so an
+    # unchanged inventory is left untouched like every other file.
+    text = module.dump_inventory(module.build_inventory(plan))
+    w.write("inventory/hosts.yml", text, "inventory",
+            f"Ansible inventory ({INVENTORY_MODULE}.build_inventory, the one provisioning uses)")
 
 
 def render_site(plan: Plan, out_dir: Path | str, site: Site | None = None) -> list[Path]:

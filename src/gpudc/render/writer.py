@@ -59,5 +59,11 @@ class Writer:
                 stale = self.root / rel
                 if stale.is_file():
                     stale.unlink()
-        manifest.write_text("".join(f"{p}\n" for p in paths))
+                    parent = stale.parent
+                    while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                        parent.rmdir()
+                        parent = parent.parent
+        text = "".join(f"{p}\n" for p in paths)
+        if not manifest.is_file() or manifest.read_text() != text:
+            manifest.write_text(text)
         return [self.root / p for p in paths]
