@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gpudc.lab import api, hosts, net
+from gpudc.errors import GpudcError, InputError
+from gpudc.lab import api, hosts, net, services
 from gpudc.lab import state as st
 
 pytestmark = pytest.mark.lab
@@ -42,17 +43,40 @@ def test_lab_addresses_outside_the_bridge_never_leave(lab: dict[str, Any]) -> No
         assert line.startswith("blackhole ") or net.BRIDGE in line, line
 
 
-def test_down_leaves_nothing_and_no_lab_packet_leaves(lab_control: dict[str, Any]) -> None:
+def _nothing_left() -> None:
+    assert not api.is_up()
+    assert hosts.lab_mounts() == []
+    assert net.lab_netns() == []
+    assert net.lab_links() == []
+    assert [r.split() for r in net.lab_routes()] == [["blackhole", net.LAB_RANGE]]
+    assert api.lab_processes() == []
+    assert not st.run_dir().exists()
+
+
+def _failed_up_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InputError):
+        api.up("no-such-stack")
+    _nothing_left()
+
+    def broken() -> int:
+        raise GpudcError("BMC service would not start (test)")
+
+    # fail late: hosts are booted, services started, then the BMCs fail
+    monkeypatch.setattr(services, "start_bmc_server", broken)
+    with pytest.raises(GpudcError, match="would not start"):
+        api.up()
+    monkeypatch.undo()
+    _nothing_left()
+
+
+def test_down_leaves_nothing_and_no_lab_packet_leaves(
+    lab_control: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not lab_control["started"] and not os.environ.get("GPUDC_LAB_TEST_DOWN"):
         pytest.skip("the lab was up before this session (someone else's); set GPUDC_LAB_TEST_DOWN=1 to test down")
     api.down()
     try:
-        assert not api.is_up()
-        assert hosts.lab_mounts() == []
-        assert net.lab_netns() == []
-        assert net.lab_links() == []
-        assert [r.split() for r in net.lab_routes()] == [["blackhole", net.LAB_RANGE]]
-        assert api.lab_processes() == []
+        _nothing_left()
         nspawn = subprocess.run(["pgrep", "-f", "systemd-nspawn.*gpudc-lab"], capture_output=True, timeout=10)
         assert nspawn.stdout == b""
         assert not st.run_dir().exists()
@@ -62,6 +86,7 @@ def test_down_leaves_nothing_and_no_lab_packet_leaves(lab_control: dict[str, Any
         # down is idempotent, and the blackhole route stays
         api.down()
         assert net.blackhole_present()
+        _failed_up_cleans_up(monkeypatch)
     finally:
         lab_control["doc"] = api.up()
     assert all(h["state"] == "running" for h in api.status()["hosts"])
