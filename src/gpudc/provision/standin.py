@@ -48,8 +48,8 @@ _SLEEPER = "#!/bin/sh\n# gpudc stand-in daemon: a harmless long-lived process.\n
 
 _IMEX_CTL = r'''#!/usr/bin/python3
 """gpudc stand-in for nvidia-imex-ctl: -q -> READY; -N [-j] -> domain status from nodes_config."""
-import json, socket, sys, time
-CONFIG = "/etc/nvidia-imex/nodes_config.cfg"
+import json, os, sys, time
+CONFIG = os.environ.get("GPUDC_IMEX_NODES_CONFIG", "/etc/nvidia-imex/nodes_config.cfg")
 VERSION = "@VERSION@"
 def peers():
     try:
