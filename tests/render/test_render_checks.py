@@ -239,3 +239,22 @@ def test_imex_and_slurm_follow_the_plan(mini_tree: tuple[Plan, Path], lab_tree: 
     assert "SwitchName=su01 Nodes=h1-a01-n01,h1-a01-n02" in (tree / "slurm/topology.conf").read_text()
     assert "NOTE" not in (tree / "slurm/nodes.conf").read_text()  # the site has slurm
     assert "NOTE: the site file has no `slurm:` section" in (lab_tree[1] / "slurm/nodes.conf").read_text()
+
+
+def test_rack_elevation_renders_with_rsvg(lab_tree: tuple[Plan, Path], tmp_path: Path) -> None:
+    import subprocess
+
+    _, tree = lab_tree
+    svg = tree / "cabling/racks/lab-a02.svg"
+    text = svg.read_text()
+    assert "gb200-01 · dgx_gb200_nvl72 · 4x GPU" in text and "lab-a02-nvsw9" in text
+    png = tmp_path / "rack.png"
+    subprocess.run(["rsvg-convert", "-o", str(png), str(svg)], check=True, timeout=60)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    broken = tmp_path / "tree"
+    shutil.copytree(tree, broken)
+    (broken / "cabling/racks/lab-a01.svg").write_text(text.replace("</svg>", ""))
+    (broken / "hosts/hosts").write_text((tree / "hosts/hosts").read_text() + "10.213.0.11\tdupe.lab\tdupe\n")
+    results = _results(broken)
+    assert results["SVG well-formed"][0] == "failed"
+    assert results["hosts invariants"][0] == "failed" and "10.213.0.11" in results["hosts invariants"][1]

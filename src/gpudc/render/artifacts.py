@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ from gpudc.render.context import (
 from gpudc.render.env import environment
 from gpudc.render.writer import Writer
 
+#: Parallel ssh-keygen runs when a render has to make host keys.
+KEYGEN_WORKERS = 8
 #: Private 4-byte ASNs (RFC 6996) for the BGP unnumbered underlay: all spines of a fabric
 #: share one ASN, each leaf has its own (the Cumulus/NVIDIA two-tier recommendation).
 ASN_BASE = 4_200_000_000
@@ -218,8 +221,11 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
             w.write(f"pxe/{pool}.preseed.cfg", ctx.render("pxe/preseed.cfg.j2", pool=pool, base=base),
                     "pxe", f"Debian preseed of pool {pool}: installs, then seeds cloud-init (NoCloud)")
     _, controller_pub = secrets.controller_key(plan.site.name)
-    for node in plan.nodes:
-        private, public = secrets.host_key(plan.site.name, node.name)
+    # Keys are made once per node (ssh-keygen); a first render of a big site makes thousands,
+    # so they are fetched in parallel. Later renders only read them.
+    with ThreadPoolExecutor(max_workers=KEYGEN_WORKERS) as pool:
+        keys = list(pool.map(lambda n: secrets.host_key(plan.site.name, n.name), plan.nodes))
+    for node, (private, public) in zip(plan.nodes, keys, strict=True):
         text = ctx.render(
             "pxe/user-data.j2", node=node, node_info=_node_info(node),
             boot=OS_BOOT[node.os], controller_key=controller_pub,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import yaml
 
@@ -259,6 +260,33 @@ def _invariants(root: Path) -> list[CheckResult]:
                 ends[end] = i
         results.append(CheckResult("cabling invariants", "failed" if problems else "ok",
                                    "\n".join(problems[:10]) or f"{len(rows)} cables, every port used once"))
+    svgs = sorted((root / "cabling" / "racks").glob("*.svg"))
+    if svgs:
+        bad = []
+        for svg in svgs:
+            try:
+                if ElementTree.parse(svg).getroot().tag != "{http://www.w3.org/2000/svg}svg":
+                    bad.append(f"{svg.relative_to(root)}: root element is not <svg>")
+            except ElementTree.ParseError as exc:
+                bad.append(f"{svg.relative_to(root)}: {exc}")
+        results.append(CheckResult("SVG well-formed", "failed" if bad else "ok",
+                                   "\n".join(bad[:10]) or f"{len(svgs)} rack elevations"))
+    hosts = root / "hosts" / "hosts"
+    if hosts.is_file():
+        seen_addr: dict[str, str] = {}
+        seen_name: dict[str, str] = {}
+        dupes = []
+        for line in hosts.read_text().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            address, fqdn, _ = line.split("\t")
+            if address in seen_addr:
+                dupes.append(f"address {address}: {seen_addr[address]} and {fqdn}")
+            if fqdn in seen_name:
+                dupes.append(f"name {fqdn}: {seen_name[fqdn]} and {address}")
+            seen_addr[address], seen_name[fqdn] = fqdn, address
+        results.append(CheckResult("hosts invariants", "failed" if dupes else "ok",
+                                   "\n".join(dupes[:10]) or f"{len(seen_addr)} addresses, each once"))
     leaks = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or (path.name == "user-data" and not path.stat().st_mode & 0o077):
