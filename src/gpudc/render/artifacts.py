@@ -223,8 +223,8 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
     _, controller_pub = secrets.controller_key(plan.site.name)
     # Keys are made once per node (ssh-keygen); a first render of a big site makes thousands,
     # so they are fetched in parallel. Later renders only read them.
-    with ThreadPoolExecutor(max_workers=KEYGEN_WORKERS) as pool:
-        keys = list(pool.map(lambda n: secrets.host_key(plan.site.name, n.name), plan.nodes))
+    with ThreadPoolExecutor(max_workers=KEYGEN_WORKERS) as executor:
+        keys = list(executor.map(lambda n: secrets.host_key(plan.site.name, n.name), plan.nodes))
     for node, (private, public) in zip(plan.nodes, keys, strict=True):
         text = ctx.render(
             "pxe/user-data.j2", node=node, node_info=_node_info(node),
