@@ -578,7 +578,7 @@ def site_access(plan: Plan) -> SiteAccess:
 
 
 def ssh_waiter(known_hosts: Path, identity: Path | None, addresses: dict[str, str],
-               interval: float = 1.0) -> Callable[[Node, float], str]:
+               interval: float = 1.0, port: int = 22, user: str = "root") -> Callable[[Node, float], str]:
     """Wait until the node answers SSH with the key known_hosts holds for it (strict: never TOFU).
 
     A host that presents another key is refused at once: the reimage did not restore the
@@ -596,7 +596,8 @@ def ssh_waiter(known_hosts: Path, identity: Path | None, addresses: dict[str, st
             if left <= 0:
                 raise StepError(f"{node.name} ({address}): no SSH within {timeout:g}s ({last})", 3)
             connect = max(0.5, min(5.0, left))
-            options = SshOptions(known_hosts=known_hosts, identity=identity, tofu=False, parallel=1,
+            options = SshOptions(user=user, port=port, known_hosts=known_hosts, identity=identity, tofu=False,
+                                 parallel=1,
                                  connect_timeout=connect, auth_timeout=connect,
                                  command_timeout=max(1.0, min(10.0, left)))
             attempts += 1
