@@ -258,3 +258,23 @@ def test_rack_elevation_renders_with_rsvg(lab_tree: tuple[Plan, Path], tmp_path:
     results = _results(broken)
     assert results["SVG well-formed"][0] == "failed"
     assert results["hosts invariants"][0] == "failed" and "10.213.0.11" in results["hosts invariants"][1]
+
+
+def test_preseed_ipxe_and_slurm_checks_catch_breakage(lab_tree: tuple[Plan, Path], tmp_path: Path) -> None:
+    tree = _copy(lab_tree[1], tmp_path)
+    ok = _results(tree)
+    for name in ("debconf-set-selections -c", "iPXE invariants", "Slurm invariants", "named-checkconf"):
+        assert ok[name][0] == "ok", (name, ok[name])
+    preseed = tree / "pxe/h200.preseed.cfg"
+    preseed.write_text(preseed.read_text() + "d-i broken-line-without-type\n")
+    ipxe = tree / "pxe/boot.ipxe"
+    ipxe.write_text(ipxe.read_text().replace(":pool-gb200", ":pool-gb300"))
+    nodes = tree / "slurm/nodes.conf"
+    nodes.write_text(nodes.read_text().replace("NodeName=h200-02 ", "NodeName=h200-99 "))
+    conf = tree / "dns/named.conf.gpudc"
+    conf.write_text(conf.read_text().replace("type primary;", "type primry;", 1))
+    bad = _results(tree)
+    assert bad["debconf-set-selections -c"][0] == "failed" and "h200.preseed.cfg" in bad["debconf-set-selections -c"][1]
+    assert bad["iPXE invariants"][0] == "failed" and "goto pool-gb200" in bad["iPXE invariants"][1]
+    assert bad["Slurm invariants"][0] == "failed" and "h200-02 is not defined" in bad["Slurm invariants"][1]
+    assert bad["named-checkconf"][0] == "failed"

@@ -1,7 +1,8 @@
 """check_tree: the real consumers' checkers on a rendered tree, plus invariants.
 
 kea-dhcp4 -t (Debian kea-dhcp4-server), cloud-init's schema validator (Debian cloud-init),
-named-checkzone (Debian bind9-utils), gpudc's JSON schema for NVUE startup.yaml, and
+named-checkzone and named-checkconf (Debian bind9-utils), debconf-set-selections -c for
+preseed files, gpudc's JSON schema for NVUE startup.yaml, and
 invariants no checker covers. A checker that is not installed is reported as `unavailable`,
 never as passed. Output that could quote a secret is redacted before it is reported.
 """
@@ -14,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -154,9 +156,101 @@ def _zones(root: Path) -> list[CheckResult]:
         rc, out = _run([binary, "-k", "fail", "-n", "fail", zone, str(f)])
         if rc != 0:
             failures.append(f"{f.relative_to(root)}: {out.splitlines()[-1] if out else rc}")
+    results = [CheckResult("named-checkzone", "failed", "\n".join(failures[:10])) if failures
+               else CheckResult("named-checkzone", "ok", f"{len(files)} zones")]
+    conf = root / "dns" / "named.conf.gpudc"
+    checkconf = shutil.which("named-checkconf") or shutil.which("named-checkconf", path="/usr/sbin:/usr/bin")
+    if conf.is_file() and checkconf is not None:
+        with tempfile.TemporaryDirectory(prefix="gpudc-named-") as tmp:
+            wrapper = Path(tmp) / "named.conf"
+            dns = (root / "dns").resolve()
+            wrapper.write_text(f'options {{ directory "{dns}"; }};\ninclude "{dns / conf.name}";\n')
+            rc, out = _run([checkconf, str(wrapper)])
+        results.append(CheckResult("named-checkconf", "failed" if rc else "ok",
+                                   out.splitlines()[-1] if rc and out else str(conf.relative_to(root))))
+    return results
+
+
+def _preseed(root: Path) -> list[CheckResult]:
+    files = sorted((root / "pxe").glob("*.preseed.cfg"))
+    if not files:
+        return []
+    binary = shutil.which("debconf-set-selections")
+    if binary is None:
+        return [CheckResult("debconf-set-selections -c", "unavailable", "debconf not installed")]
+    failures = []
+    for f in files:
+        rc, out = _run([binary, "-c", str(f)])
+        if rc != 0:
+            failures.append(f"{f.relative_to(root)}: {out.splitlines()[-1] if out else rc}")
     if failures:
-        return [CheckResult("named-checkzone", "failed", "\n".join(failures[:10]))]
-    return [CheckResult("named-checkzone", "ok", f"{len(files)} zones")]
+        return [CheckResult("debconf-set-selections -c", "failed", "\n".join(failures))]
+    return [CheckResult("debconf-set-selections -c", "ok", f"{len(files)} preseed files")]
+
+
+def ipxe_problems(text: str) -> list[str]:
+    """An iPXE script starts with #!ipxe and every goto names a label of the script."""
+    lines = text.splitlines()
+    problems = [] if lines and lines[0] == "#!ipxe" else ["first line is not #!ipxe"]
+    labels = {ln[1:].strip() for ln in lines if ln.startswith(":")}
+    for i, line in enumerate(lines, start=1):
+        for target in re.findall(r"\bgoto\s+(\S+)", line):
+            if target not in labels:
+                problems.append(f"line {i}: goto {target}: no such label")
+    return problems
+
+
+def _ipxe(root: Path) -> list[CheckResult]:
+    files = sorted((root / "pxe").glob("*.ipxe"))
+    if not files:
+        return []
+    problems = [f"{f.relative_to(root)}: {p}" for f in files for p in ipxe_problems(f.read_text())]
+    boot = root / "pxe" / "boot.ipxe"
+    if boot.is_file():
+        for pool in re.findall(r"chain \$\{base\}/pxe/(\S+)\.ipxe", boot.read_text()):
+            if not (root / "pxe" / f"{pool}.ipxe").is_file():
+                problems.append(f"pxe/boot.ipxe: chains pxe/{pool}.ipxe, which was not rendered")
+    return [CheckResult("iPXE invariants", "failed" if problems else "ok",
+                        "\n".join(problems[:10]) or f"{len(files)} scripts, every goto has its label")]
+
+
+def slurm_problems(root: Path) -> list[str]:
+    """Every node defined once; partitions, gres.conf and topology name only defined nodes."""
+    nodes_conf = root / "slurm" / "nodes.conf"
+    if not nodes_conf.is_file():
+        return []
+    defined: list[str] = []
+    referenced: list[tuple[str, str]] = []
+    for line in nodes_conf.read_text().splitlines():
+        if line.startswith("NodeName="):
+            defined.append(line.split()[0].removeprefix("NodeName="))
+        elif line.startswith("PartitionName="):
+            part = line.split()[0]
+            nodes = next(f for f in line.split() if f.startswith("Nodes=")).removeprefix("Nodes=")
+            referenced += [(f"nodes.conf {part}", n) for n in nodes.split(",")]
+    problems = [f"nodes.conf: NodeName={n} defined twice" for n in sorted({n for n in defined if defined.count(n) > 1})]
+    for name in ("gres.conf", "topology.conf", "topology-block.conf"):
+        path = root / "slurm" / name
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            members = fields.get("Nodes") or (fields.get("NodeName") if name == "gres.conf" else None)
+            if members:
+                referenced += [(name, n) for n in members.split(",")]
+    known = set(defined)
+    problems += [f"{where}: node {n} is not defined in nodes.conf" for where, n in referenced if n not in known]
+    return problems
+
+
+def _slurm(root: Path) -> list[CheckResult]:
+    if not (root / "slurm" / "nodes.conf").is_file():
+        return []
+    problems = slurm_problems(root)
+    return [CheckResult("Slurm invariants", "failed" if problems else "ok",
+                        "\n".join(problems[:10]) or "every node defined once, every reference defined")]
 
 
 @cache
@@ -302,4 +396,5 @@ def _invariants(root: Path) -> list[CheckResult]:
 def check_tree(out_dir: Path | str) -> list[CheckResult]:
     """Run every checker on a rendered tree."""
     root = Path(out_dir)
-    return [*_kea(root), *_cloud_init(root), *_zones(root), *_switches(root), *_invariants(root)]
+    return [*_kea(root), *_cloud_init(root), *_zones(root), *_preseed(root), *_ipxe(root), *_switches(root),
+            *_slurm(root), *_invariants(root)]
