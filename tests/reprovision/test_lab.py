@@ -1,0 +1,247 @@
+"""`gpudc reprovision` end to end on the lab: real BMCs (Redfish), real reimage, real sshd with the
+pre-seeded host keys, real ansible-runner with reprovision.yml, the real validator.
+
+Each test leaves the nodes it used as it found them: powered on, no faults, not drained, no
+unfinished reprovision state.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpudc import secrets
+from gpudc.lab import api, hosts
+from gpudc.lab import state as lab_state
+from gpudc.reprovision.drain import FileDrainer
+from gpudc.reprovision.state import StateStore
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpudc.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _popen(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "gpudc.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Kill the command we started and everything it started (ansible-runner's pty child has its own session)."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    proc.wait(timeout=30)
+
+
+def _generation(node: str) -> int:
+    doc = lab_state.load()
+    assert doc is not None
+    return int(lab_state.host(doc, node).get("generation", 0))
+
+
+def _host(doc: dict[str, Any], node: str) -> dict[str, Any]:
+    return next(h for h in doc["hosts"] if h["name"] == node)
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _fingerprint(public_line: str) -> str:
+    blob = base64.b64decode(public_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _restore(lab: dict[str, Any], nodes: list[str]) -> None:
+    store = StateStore.for_site(lab["site"])
+    drainer = FileDrainer.for_site(lab["site"])
+    for node in nodes:
+        if api.power_state(node) != "On":
+            api.power(node, "On")
+        api.set_boot_override(node, "Hdd")
+        api.clear(node)
+        drainer.resume(node)
+        store.path(node).unlink(missing_ok=True)
+    for node in nodes:
+        address = _host(lab, node)["address"]
+        _wait(lambda a=address: hosts.ssh_ready(a), 90, f"{node} answering SSH")
+
+
+@pytest.fixture()
+def clean(lab: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    nodes = [h["name"] for h in lab["hosts"]]
+    _restore(lab, nodes)
+    yield lab
+    _restore(lab, nodes)
+
+
+def _outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    doc = json.loads(proc.stdout)
+    assert isinstance(doc, list) and len(doc) == 1, proc.stdout
+    result: dict[str, Any] = doc[0]
+    return result
+
+
+def test_faulted_node_comes_back_healthy_with_its_host_key_while_another_node_is_down(clean: dict[str, Any]) -> None:
+    lab = clean
+    node, other = "h200-01", "h200-02"
+    api.inject(node, "gpu-lost", "3")
+    api.power(other, "ForceOff")  # another node of the site is down at the same time
+    before = _generation(node)
+    other_before = _generation(other)
+    t0 = time.monotonic()
+    proc = _cli("reprovision", node, "--stack", "lab", "--yes", "--reason", "xid 79", "--json", "-")
+    took = time.monotonic() - t0
+    assert "Traceback" not in proc.stderr
+    out = _outcome(proc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out["status"], out["verdict"]) == ("resumed", "pass")
+    assert _generation(node) == before + 1  # reimaged exactly once (the PXE boot took)
+    assert _host(api.status(), node)["faults"] == []
+    # the same pre-seeded host key, checked strictly
+    _, public = secrets.host_key(lab["site"], node)
+    presented = api.run_on(node, "cat /etc/ssh/ssh_host_ed25519_key.pub")
+    assert presented.returncode == 0, presented.stderr
+    assert presented.stdout.split()[:2] == public.split()[:2]
+    run = StateStore.for_site(lab["site"]).load(node)
+    assert run is not None and run.status == "resumed"
+    assert _fingerprint(public) in run.steps["wait_ssh"].detail
+    assert node not in FileDrainer.for_site(lab["site"]).entries()
+    # each step was printed with its time
+    for step in ("check", "drain", "reimage", "wait_ssh", "provision", "validate", "resume"):
+        assert f" {step} " in proc.stderr
+    # the node that was down was not touched and did not block
+    assert api.power_state(other) == "Off" and _generation(other) == other_before
+    print(f"reprovision of {node}: {took:.1f}s; steps {out['steps']}")
+
+
+def test_hardware_fault_that_survives_reimage_ends_drained_with_rma(clean: dict[str, Any]) -> None:
+    lab = clean
+    node = "gb200-02"
+    api.inject(node, "remap-failure", "1", hardware=True)
+    before = _generation(node)
+    proc = _cli("reprovision", node, "--stack", "lab", "--yes", "--json", "-")
+    assert "Traceback" not in proc.stderr
+    out = _outcome(proc)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert (out["status"], out["verdict"], out["action"]) == ("drained", "fail", "rma")
+    assert _generation(node) == before + 1
+    since_reason = FileDrainer.for_site(lab["site"]).entries()[node]
+    assert since_reason[1].startswith("gpudc: rma: ")
+    run = StateStore.for_site(lab["site"]).load(node)
+    assert run is not None and run.status == "drained" and run.action == "rma"
+
+
+def test_second_node_of_the_domain_waits_and_a_killed_run_completes_on_rerun(clean: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    lab = clean
+    first, second = "gb200-01", "gb200-02"
+    store = StateStore.for_site(lab["site"])
+    gen_first, gen_second = _generation(first), _generation(second)
+    a = _popen("reprovision", first, "--stack", "lab", "--yes", log=tmp_path / "a.log")
+    b: subprocess.Popen[bytes] | None = None
+    try:
+        def in_provision() -> bool:
+            run = store.load(first)
+            return run is not None and run.steps["provision"].status == "running"
+
+        _wait(in_provision, 180, f"{first} reaching the provision step")
+        # the second tray of the same NVL72 domain waits, touching nothing
+        b = _popen("reprovision", second, "--stack", "lab", "--yes", log=tmp_path / "b.log")
+        _wait(lambda: "NVL72 domain lab-a02-nvl is being reprovisioned by gb200-01" in
+              (tmp_path / "b.log").read_text(), 60, f"{second} saying it waits")
+        time.sleep(3)
+        assert b.poll() is None
+        assert store.load(second) is None
+        assert second not in FileDrainer.for_site(lab["site"]).entries()
+        assert _generation(second) == gen_second
+        _kill_tree(b, signal.SIGTERM)
+        b = None
+        # kill the first command mid-way through provisioning
+        time.sleep(5)
+        _kill_tree(a)
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                _kill_tree(proc)
+    run = store.load(first)
+    assert run is not None and run.status == "running" and run.last_done() == "wait_ssh", (
+        (tmp_path / "a.log").read_text()[-2000:])
+    assert first in FileDrainer.for_site(lab["site"]).entries()  # still drained
+    proc = _cli("reprovision", first, "--stack", "lab", "--yes", "--json", "-")
+    assert "Traceback" not in proc.stderr
+    out = _outcome(proc)
+    assert out["resumed_from"] == "provision" and out["run"] == run.run
+    assert "continuing run" in proc.stderr
+    assert _generation(first) == gen_first + 1  # not reimaged again
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out["status"] == "resumed"
+
+
+def test_bmc_unreachable_is_a_clean_error_and_nothing_else_is_touched(clean: dict[str, Any]) -> None:
+    lab = clean
+    node = "h200-02"
+    bmc_address = _host(lab, node)["bmc_url"].split("//", 1)[1].rsplit(":", 1)[0]
+    before = {h["name"]: (_generation(h["name"]), api.power_state(h["name"])) for h in lab["hosts"]}
+    # the BMC's address disappears from the lab bridge: its Redfish service cannot be reached
+    subprocess.run(["ip", "addr", "del", f"{bmc_address}/32", "dev", "gpudc-lab0"], check=True, timeout=10)
+    try:
+        t0 = time.monotonic()
+        proc = _cli("reprovision", node, "--stack", "lab", "--yes", "--json", "-", timeout=300)
+        took = time.monotonic() - t0
+    finally:
+        subprocess.run(["ip", "addr", "add", f"{bmc_address}/32", "dev", "gpudc-lab0"], check=True, timeout=10)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    out = _outcome(proc)
+    assert out["status"] == "error" and out["message"].startswith("reimage: BMC http://")
+    assert "unreachable" in out["message"]
+    password = Path(lab["bmc_password_file"]).read_text().strip()
+    assert password not in proc.stderr + proc.stdout
+    assert took < 120
+    assert node in FileDrainer.for_site(lab["site"]).entries()  # stays drained
+    run = StateStore.for_site(lab["site"]).load(node)
+    assert run is not None and run.status == "error" and run.last_done() == "drain"
+    after = {h["name"]: (_generation(h["name"]), api.power_state(h["name"])) for h in lab["hosts"]}
+    assert after == before  # nothing else touched, and the node itself not power-cycled
+    assert set(FileDrainer.for_site(lab["site"]).entries()) == {node}
