@@ -189,3 +189,12 @@ def test_cabling_check_bad_input_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_cabling_check_accepts_fqdn_hca_descriptions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (DATA / "ibmini.ibnetdiscover").read_text()
+    sample = tmp_path / "fqdn.ibnetdiscover"
+    sample.write_text(re.sub(r'"(h1-a01-n0\d) (mlx5_\d)"', r'"\1.ibmini.example.internal \2"', text))
+    assert "ibmini.example.internal mlx5_0" in sample.read_text()
+    assert main(["cabling", "check", "--stack", IBMINI, "--ibnetdiscover", str(sample)]) == 0
+    assert "cabling matches the plan" in capsys.readouterr().out

@@ -124,7 +124,11 @@ def parse_ibnetdiscover(text: str, source: str) -> set[Link]:
         raise InputError("no ibnetdiscover topology found (expected 'Switch' and 'Ca' blocks)", source=source)
 
     def desc(node_id: str) -> str:
-        return names.get(node_id) or names.get(f"?{node_id}") or node_id
+        text = names.get(node_id) or names.get(f"?{node_id}") or node_id
+        host, sep, hca = text.partition(" ")
+        if sep and "." in host and re.fullmatch(r"mlx5_\d+|[a-z]+\d+_\d+", hca):
+            return f"{host.split('.', 1)[0]} {hca}"  # rdma-ndd's "%h %d" with an FQDN host name
+        return text
 
     links: set[Link] = set()
     for local, port, remote, rport, _ in raw:
