@@ -278,3 +278,25 @@ def test_preseed_ipxe_and_slurm_checks_catch_breakage(lab_tree: tuple[Plan, Path
     assert bad["iPXE invariants"][0] == "failed" and "goto pool-gb200" in bad["iPXE invariants"][1]
     assert bad["Slurm invariants"][0] == "failed" and "h200-02 is not defined" in bad["Slurm invariants"][1]
     assert bad["named-checkconf"][0] == "failed"
+
+
+def test_roce_compute_fabric_gets_lossless_nvue_configs(tmp_path: Path) -> None:
+    from gpudc.model import load_site
+    from gpudc.plan import load_plan
+    from gpudc.render import render_site
+
+    doc = yaml.safe_load(Path(__file__).with_name("data").joinpath("Pulumi.ibmini.yaml").read_text())
+    doc["config"]["gpudc:fabrics"]["compute"].update({"kind": "roce", "leaf": "sn5600", "spine": "sn5600"})
+    stack = tmp_path / "Pulumi.roce.yaml"
+    stack.write_text(yaml.safe_dump(doc))
+    plan, (site, _) = load_plan(str(stack)), load_site(str(stack))
+    out = tmp_path / "out"
+    render_site(plan, out, site)
+    leaves = [s.name for s in plan.switches if s.fabric == "compute" and s.role == "leaf"]
+    assert leaves and not (out / "fabric/compute.topology").exists()
+    for name in leaves:
+        doc = yaml.safe_load((out / f"switches/{name}/startup.yaml").read_text())
+        assert nvue_problems(doc, name) == []
+        assert doc[0]["set"]["qos"]["roce"] == {"enable": True, "mode": "lossless"}
+    results = {r.name: r.status for r in check_tree(out)}
+    assert results["NVUE schema + invariants"] == "ok"

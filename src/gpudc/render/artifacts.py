@@ -32,6 +32,8 @@ from gpudc.render.context import (
 from gpudc.render.env import environment
 from gpudc.render.writer import Writer
 
+#: Fabric kinds whose switches run Cumulus (NVUE): Ethernet fabrics and RoCE compute fabrics.
+ETHERNET_KINDS = ("ethernet", "roce")
 #: Parallel ssh-keygen runs when a render has to make host keys.
 KEYGEN_WORKERS = 8
 #: Private 4-byte ASNs (RFC 6996) for the BGP unnumbered underlay: all spines of a fabric
@@ -292,7 +294,7 @@ def _asn(switch: Switch, leaf_index: int) -> int:
 def nvue_switches(plan: Plan) -> list[Switch]:
     """The Ethernet switches that get an NVUE startup.yaml (leaves and spines; RoCE compute)."""
     kinds = {f.name: f.kind for f in plan.fabrics}
-    return [s for s in plan.switches if s.fabric != "oob" and kinds.get(s.fabric) == "ethernet"]
+    return [s for s in plan.switches if s.fabric != "oob" and kinds.get(s.fabric) in ETHERNET_KINDS]
 
 
 def render_switches(ctx: Ctx, w: Writer) -> None:
@@ -300,7 +302,7 @@ def render_switches(ctx: Ctx, w: Writer) -> None:
     oob = next(p for p in plan.pools if p.network == "oob")
     oob_len = {p: ipaddress.IPv4Network(p).prefixlen for p in oob.prefixes}
     leaf_no: dict[str, int] = {}
-    roce = any(f.name == "compute" and f.kind == "ethernet" for f in plan.fabrics)
+    roce = any(f.name == "compute" and f.kind in ETHERNET_KINDS for f in plan.fabrics)
     for sw in nvue_switches(plan):
         if sw.role == "leaf":
             leaf_no[sw.fabric] = leaf_no.get(sw.fabric, 0) + 1

@@ -81,6 +81,8 @@ class Report:
 def planned_ib_links(plan: Plan) -> set[Link]:
     nodes = {n.name for n in plan.nodes}
     links: set[Link] = set()
+    if not any(f.name == "compute" and f.kind == "infiniband" for f in plan.fabrics):
+        return links
     for c in plan.cables:
         if c.fabric != "compute":
             continue
