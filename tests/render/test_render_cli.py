@@ -198,3 +198,17 @@ def test_cabling_check_accepts_fqdn_hca_descriptions(tmp_path: Path, capsys: pyt
     assert "ibmini.example.internal mlx5_0" in sample.read_text()
     assert main(["cabling", "check", "--stack", IBMINI, "--ibnetdiscover", str(sample)]) == 0
     assert "cabling matches the plan" in capsys.readouterr().out
+
+
+def test_render_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["render", "--stack", "lab", "--out", str(afile)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert main(["render", "--stack", "no-such-site", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown stack 'no-such-site'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["cabling", "check", "--stack", "lab"])  # neither --ibnetdiscover nor --lldp
+    assert exc.value.code == 2
+    assert main(["cabling", "check", "--stack", "lab", "--ibnetdiscover", str(DATA / "ibmini.ibnetdiscover")]) == 2
+    assert "has no InfiniBand compute fabric" in capsys.readouterr().err
