@@ -24,8 +24,6 @@ from gpudc.validate.types import ACTION_ORDER, Verdict
 
 pytestmark = pytest.mark.lab
 
-#: Checks whose findings mean "not provisioned" (the provisioning area installs these).
-SOFTWARE_CHECKS = {"packages", "fabric_manager", "imex", "services", "modules", "driver_version"}
 
 
 def _ssh(lab: dict[str, Any]) -> SshOptions:
@@ -47,31 +45,49 @@ def _clear_all(lab: dict[str, Any]) -> None:
         api.clear(host["name"])
 
 
+def _unprovisioned(plan: Plan, run: ValidateRun, node: str) -> bool:
+    """A pinned package missing or at another version (what `gpudc provision` installs)."""
+    facts = run.facts.get(node)
+    if facts is None:
+        return False  # unreachable: provisioning would not help; the tests say why
+    packages = facts.get("packages") or {}
+    for name, version in plan.node(node).expected.packages.items():
+        got = packages.get(name)
+        if not isinstance(got, dict) or got.get("version") != version:
+            return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def plan(lab: dict[str, Any]) -> Plan:
     return load_plan("lab")
 
 
 @pytest.fixture(scope="module")
-def healthy(lab: dict[str, Any], plan: Plan, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValidateRun]:
-    """The lab cleared and provisioned (gpudc provision, only when validate says it is not), validated."""
+def healthy(
+    lab: dict[str, Any], plan: Plan, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ValidateRun, int | None]]:
+    """(validation of the cleared lab, rc of `gpudc provision --stack lab` when it had to run)."""
     _clear_all(lab)
     history = tmp_path_factory.mktemp("hist") / "h.db"
     run = _run(lab, plan, history)
-    if any(f.check in SOFTWARE_CHECKS and f.severity == "fail" for v in run.verdicts for f in v.findings):
+    provision_rc: int | None = None
+    if any(_unprovisioned(plan, run, v.node) for v in run.verdicts):
         from gpudc.cli import main
 
-        assert main(["provision", "--stack", "lab"]) == 0, "gpudc provision --stack lab failed"
+        provision_rc = main(["provision", "--stack", "lab"])
         run = _run(lab, plan, history)
-    yield run
+    yield run, provision_rc
     _clear_all(lab)
 
 
-def test_healthy_lab_passes(healthy: ValidateRun) -> None:
-    for v in healthy.verdicts:
+def test_healthy_lab_passes(healthy: tuple[ValidateRun, int | None]) -> None:
+    run, provision_rc = healthy
+    assert provision_rc in (None, 0), f"gpudc provision --stack lab: exit {provision_rc}"
+    for v in run.verdicts:
         assert v.verdict in ("pass", "warn"), (v.node, _judged(v))
-    assert exit_code(healthy.verdicts) == 0
-    assert len(healthy.verdicts) == 4
+    assert exit_code(run.verdicts) == 0
+    assert len(run.verdicts) == 4
 
 
 # node, fault, arg, check, severity, action, gpu  (check names: gpudc.validate.checks)
@@ -105,7 +121,7 @@ BATCHES: list[list[tuple[str, str, str | None, str, str, str, int | None]]] = [
 
 @pytest.mark.parametrize("batch", range(len(BATCHES)), ids=[f"batch{i}" for i in range(len(BATCHES))])
 def test_injected_faults_give_their_finding_verdict_and_action(
-    lab: dict[str, Any], plan: Plan, healthy: ValidateRun, tmp_path: Path, batch: int
+    lab: dict[str, Any], plan: Plan, healthy: tuple[ValidateRun, int | None], tmp_path: Path, batch: int
 ) -> None:
     faults = BATCHES[batch]
     try:
@@ -128,9 +144,10 @@ def test_injected_faults_give_their_finding_verdict_and_action(
         assert v.verdict == expected_verdict, (fault, v.verdict)
         assert ACTION_ORDER.index(v.action) >= ACTION_ORDER.index(action), (fault, v.action)
     faulty = {f[0] for f in faults}
-    for v in run.verdicts:  # nodes without a fault stay healthy
+    baseline = {v.node: v.verdict for v in healthy[0].verdicts}
+    for v in run.verdicts:  # nodes without a fault are as they were before the faults
         if v.node not in faulty:
-            assert v.verdict in ("pass", "warn"), (v.node, _judged(v))
+            assert v.verdict == baseline[v.node], (v.node, _judged(v))
     if batch == 2:
         hung = [f for f in by["h200-01"].findings if f.check == "nvml"]
         assert hung[0].message.startswith("nvml hung"), hung[0].to_dict()
@@ -138,7 +155,7 @@ def test_injected_faults_give_their_finding_verdict_and_action(
 
 
 def test_sshd_down_and_changed_host_key_are_unreachable(
-    lab: dict[str, Any], plan: Plan, healthy: ValidateRun, tmp_path: Path
+    lab: dict[str, Any], plan: Plan, healthy: tuple[ValidateRun, int | None], tmp_path: Path
 ) -> None:
     try:
         api.inject("gb200-01", "sshd-down")
