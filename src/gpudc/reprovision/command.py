@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,16 @@ from rich.table import Table
 from rich.text import Text
 
 from gpudc.errors import InputError
-from gpudc.reprovision.workflow import NodeOutcome, Timeouts, console_reporter, exit_code, reprovision_nodes
+from gpudc.plan.types import Plan
+from gpudc.reprovision.workflow import (
+    NodeOutcome,
+    Timeouts,
+    console_reporter,
+    exit_code,
+    nodes_to_reprovision,
+    reprovision_nodes,
+)
+from gpudc.validate.types import Verdict
 
 DEFAULTS = Timeouts()
 STYLES = {"resumed": "green", "kept-drained": "green", "drained": "bold yellow", "error": "bold red"}
@@ -72,6 +82,28 @@ def summary_table(outcomes: list[NodeOutcome]) -> Table:
         table.add_row(o.node, Text(o.status, style=STYLES.get(o.status, "")), o.verdict or "-", o.action or "-",
                       f"{o.seconds:.1f}s", o.message)
     return table
+
+
+def reprovision_failed(plan: Plan, verdicts: Sequence[Verdict], *, yes: bool = False,
+                       max_parallel: int = 4, console: Console | None = None) -> int:
+    """The `gpudc validate --stack S --reprovision-failed [--yes]` hand-off, for the validator's command.
+
+    Reprovisions every node whose verdict is fail with action reboot or reprovision (asking first
+    unless `yes`), prints the outcome table, and returns the workflow's exit code (0 when there
+    was nothing to do). Raises InputError without `yes` when stdin is not a terminal.
+    """
+    nodes = nodes_to_reprovision(verdicts)
+    err = console or Console(stderr=True)
+    if not nodes:
+        err.print("reprovision: no node asks for a reboot or a reprovision")
+        return 0
+    if not confirm(nodes, plan.site.stack, yes):
+        err.print("reprovision: not confirmed; nothing done")
+        return 2
+    outcomes = reprovision_nodes(plan, nodes, reason="validate --reprovision-failed", max_parallel=max_parallel,
+                                 report=console_reporter(err))
+    err.print(summary_table(outcomes))
+    return exit_code(outcomes)
 
 
 def handle(args: argparse.Namespace) -> int:
