@@ -1,0 +1,270 @@
+"""Provisioning on the lab: real sshd, real Ansible, stand-in NVIDIA packages from the lab's repo.
+
+The tests of this module share the lab and run in file order; each leaves the lab converged.
+Runs are few and combined (each ansible run on 4 hosts costs 15-30 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gpudc.plan import load_plan
+from gpudc.plan.types import Plan
+from gpudc.provision.access import Access, ensure_standins, lab_extra_vars
+from gpudc.provision.runner import ProvisionResult, run_provision
+from gpudc.provision.standin import publish_to_lab, withdraw_newer_from_lab
+
+pytestmark = pytest.mark.lab
+
+HGX, HGX2, TRAY, TRAY2 = "h200-01", "h200-02", "gb200-01", "gb200-02"
+
+
+@pytest.fixture(scope="module")
+def access(lab: dict[str, Any]) -> Access:
+    ensure_standins(lab)
+    return Access(Path(lab["ssh_key"]), Path(lab["known_hosts"]), lab_extra_vars(lab))
+
+
+@pytest.fixture(scope="module")
+def plan(lab: dict[str, Any]) -> Plan:
+    plan = load_plan(lab["stack"])
+    names = {n.name for n in plan.nodes}
+    assert {HGX, HGX2, TRAY, TRAY2} <= names, f"the lab stack must have {HGX}, {HGX2}, {TRAY}, {TRAY2}"
+    return plan
+
+
+def provision(plan: Plan, access: Access, where: Path, **kw: Any) -> ProvisionResult:
+    extra = {**access.extra_vars, **kw.pop("extra_vars", {})}
+    return run_provision(plan, ssh_key=access.ssh_key, known_hosts=access.known_hosts, extra_vars=extra,
+                         artifacts_dir=where, **kw)
+
+
+def sh(node: str, command: str, check: bool = True) -> str:
+    from gpudc.lab import api
+
+    out = api.run_on(node, command, timeout=120)
+    if check:
+        assert out.returncode == 0, f"{node}: {command}: rc={out.returncode} {out.stderr.strip()}"
+    return out.stdout
+
+
+def version(node: str, package: str) -> str | None:
+    out = sh(node, f"dpkg-query -W -f='${{db:Status-Abbrev}}|${{Version}}' {package} 2>/dev/null", check=False)
+    status, _, ver = out.partition("|")
+    return ver if status[1:2] == "i" else None
+
+
+def installed_like(node: str, pattern: str) -> list[str]:
+    out = sh(node, "dpkg-query -W -f='${db:Status-Abbrev}|${Package}\\n'", check=False)
+    import re
+
+    return sorted(line.split("|")[1] for line in out.splitlines()
+                  if line[1:2] == "i" and re.fullmatch(pattern, line.split("|")[1]))
+
+
+def wait_ssh(node: str, timeout: float = 90) -> None:
+    from gpudc.lab import api
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if api.run_on(node, "true", timeout=10).returncode == 0:
+            return
+        time.sleep(1)
+    pytest.fail(f"{node} did not answer SSH in {timeout} s")
+
+
+def converged(result: ProvisionResult, hosts: set[str]) -> None:
+    assert set(result.hosts) == hosts, result.to_dict()
+    bad = {h: s for h, s in result.hosts.items() if s["failed"] or s["unreachable"]}
+    assert not bad, f"{bad}; failures: {result.failures}"
+    assert result.exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def first_runs(plan: Plan, access: Access, tmp_path_factory: pytest.TempPathFactory) -> tuple[ProvisionResult, ...]:
+    tmp = tmp_path_factory.mktemp("site")
+    first = provision(plan, access, tmp / "first")
+    second = provision(plan, access, tmp / "second")
+    return first, second
+
+
+def test_site_converges_and_second_run_changes_nothing(plan: Plan, first_runs: tuple[ProvisionResult, ...]) -> None:
+    first, second = first_runs
+    hosts = {n.name for n in plan.nodes}
+    converged(first, hosts)
+    converged(second, hosts)
+    assert {h: s["changed"] for h, s in second.hosts.items()} == dict.fromkeys(hosts, 0)
+    assert second.artifacts_dir is not None
+    summary = json.loads((second.artifacts_dir / "summary.json").read_text())
+    assert summary["hosts"] == second.to_dict()["hosts"] and summary["rc"] == 0
+    assert "unreachable" in (second.artifacts_dir / "summary.txt").read_text()
+
+
+def test_hgx_gets_fabric_manager_at_the_driver_version(plan: Plan, first_runs: Any) -> None:
+    node = plan.node(HGX)
+    exp = node.expected
+    branch = exp.driver_branch
+    driver_pkg = next(p for p in exp.packages if p.startswith(("nvidia-open-", "cuda-drivers-")))
+    assert version(HGX, driver_pkg) == exp.packages[driver_pkg]
+    fm = version(HGX, f"nvidia-fabricmanager-{branch}")
+    assert fm == exp.packages[f"nvidia-fabricmanager-{branch}"]
+    assert fm is not None and fm.split("-")[0] == exp.driver_version
+    assert sh(HGX, "systemctl is-active nvidia-fabricmanager").strip() == "active"
+    assert sh(HGX, "systemctl is-enabled nvidia-fabricmanager").strip() == "enabled"
+    assert installed_like(HGX, r"nvidia-imex-\d+") == [], "no IMEX on HGX"
+    held = set(sh(HGX, "apt-mark showhold").split())
+    assert {driver_pkg, f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"} <= held
+    for unit in ("nvidia-persistenced", "nvidia-dcgm"):
+        assert sh(HGX, f"systemctl is-active {unit}").strip() == "active"
+    for package, want in exp.packages.items():
+        assert version(HGX, package) == want, package
+
+
+def test_gb200_tray_gets_imex_listing_its_domain(plan: Plan, first_runs: Any) -> None:
+    domain = next(d for d in plan.nvlink_domains if TRAY in d.nodes)
+    others = {n.ssh_address for n in plan.nodes if n.name not in domain.nodes}
+    for tray in domain.nodes:
+        listed = sh(tray, "cat /etc/nvidia-imex/nodes_config.cfg").split()
+        assert listed == domain.imex_addresses
+        assert not others & set(listed), "nodes_config lists nodes outside the NVLink domain"
+        assert sh(tray, "systemctl is-active nvidia-imex").strip() == "active"
+        status = json.loads(sh(tray, "nvidia-imex-ctl -N -j"))
+        assert [v["host"] for v in status["nodes"].values()] == domain.imex_addresses
+        assert sh(tray, "nvidia-imex-ctl -q").strip() == "READY"
+        assert installed_like(tray, r"nvidia-fabricmanager-\d+") == [], "no fabric manager on GB200"
+        assert sh(tray, "systemctl is-active nvidia-fabricmanager", check=False).strip() != "active"
+        exp = plan.node(tray).expected
+        assert version(tray, f"nvidia-imex-{exp.driver_branch}") == exp.packages[f"nvidia-imex-{exp.driver_branch}"]
+
+
+def test_check_mode_changes_nothing(plan: Plan, access: Access, first_runs: Any, tmp_path: Path) -> None:
+    conf = "/etc/modprobe.d/gpudc-blacklist-nouveau.conf"
+    nscq = f"libnvidia-nscq-{plan.node(HGX).expected.driver_branch}"
+    sh(HGX, f"cp {conf} /root/nouveau.saved && rm {conf} && apt-mark unhold {nscq}")
+    try:
+        result = provision(plan, access, tmp_path / "check", check=True, limit=HGX)
+        assert set(result.hosts) == {HGX} and result.exit_code == 0, result.failures
+        assert result.hosts[HGX]["changed"] >= 2, "check mode should report the two drifts"
+        assert sh(HGX, f"test -e {conf} && echo present || echo absent").strip() == "absent"
+        assert nscq not in sh(HGX, "apt-mark showhold").split()
+    finally:
+        sh(HGX, f"mv /root/nouveau.saved {conf} && apt-mark hold {nscq}")
+
+
+def test_held_packages_survive_an_upgrade_offering_newer(plan: Plan, lab: dict[str, Any], first_runs: Any) -> None:
+    publish_to_lab(newer=True, lab_status=lab)
+    try:
+        for node_name in (HGX, TRAY):
+            exp = plan.node(node_name).expected
+            driver_pkg = next(p for p in exp.packages if p.startswith(("nvidia-open-", "cuda-drivers-")))
+            sh(node_name, "apt-get update -q")
+            offered = sh(node_name, f"apt-cache madison {driver_pkg}")
+            assert f"{exp.packages[driver_pkg]}+gpudc1" in offered, "the newer version must be offered"
+            sh(node_name, "DEBIAN_FRONTEND=noninteractive apt-get -y -q upgrade")
+            sh(node_name, "DEBIAN_FRONTEND=noninteractive apt-get -y -q dist-upgrade")
+            for package, want in exp.packages.items():
+                assert version(node_name, package) == want, f"{node_name}: {package} moved"
+    finally:
+        withdraw_newer_from_lab(lab_status=lab)
+        for node_name in (HGX, TRAY):
+            sh(node_name, "apt-get update -q", check=False)
+
+
+def test_failed_and_unreachable_hosts_do_not_stop_the_others(
+    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path
+) -> None:
+    from gpudc.cli import main
+    from gpudc.lab import api
+
+    broken = (HGX2, TRAY2)
+    for node in broken:
+        sh(node, "echo 'deb [trusted=yes] http://10.213.0.1:9/broken/ /' > /etc/apt/sources.list.d/zz-broken.list"
+                 " && DEBIAN_FRONTEND=noninteractive apt-get -y -q remove libnccl-dev && rm -rf /var/lib/apt/lists/*")
+    api.power(HGX, "ForceOff")
+    try:
+        report = tmp_path / "report.json"
+        code = main(["provision", "--stack", str(lab["stack"]), "--json", str(report),
+                     "--artifacts", str(tmp_path / "broken")])
+        data = json.loads(report.read_text())
+        assert code == 3, data
+        hosts = data["hosts"]
+        assert hosts[HGX]["unreachable"] is True
+        for node in broken:
+            assert hosts[node]["failed"] >= 1 and hosts[node]["unreachable"] is False
+        assert hosts[TRAY] == {**hosts[TRAY], "failed": 0, "unreachable": False}
+        assert data["rc"] != 0
+        assert (tmp_path / "broken" / "summary.txt").exists()
+        assert version(TRAY, "libnccl-dev") is not None, "the healthy tray converged"
+    finally:
+        api.power(HGX, "On")
+        for node in broken:
+            sh(node, "rm -f /etc/apt/sources.list.d/zz-broken.list")
+    wait_ssh(HGX)
+    repaired = provision(plan, access, tmp_path / "repaired")
+    converged(repaired, {n.name for n in plan.nodes})
+    for node in broken:
+        assert version(node, "libnccl-dev") == plan.node(node).expected.packages["libnccl-dev"]
+
+
+def _derived_stack(source: str, tmp: Path, pool: str, profile: str) -> Path:
+    from gpudc.lab.api import _stack_file
+
+    data = yaml.safe_load(_stack_file(source).read_text())
+    for p in data["config"]["gpudc:pools"]:
+        if p["name"] == pool:
+            p["profile"] = profile
+    path = tmp / "Pulumi.lab.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _wave_span(result: ProvisionResult, host: str) -> tuple[datetime, datetime]:
+    assert result.artifacts_dir is not None
+    stamps = []
+    for path in (result.artifacts_dir / "artifacts" / "run" / "job_events").glob("*.json"):
+        event = json.loads(path.read_text())
+        data = event.get("event_data") or {}
+        if data.get("host") == host and data.get("role") in ("nvidia_driver", "imex", "fabric_manager", "dcgm"):
+            stamps.append(datetime.fromisoformat(event["created"]))
+    assert stamps, f"no wave events for {host}"
+    return min(stamps), max(stamps)
+
+
+@pytest.fixture
+def restore_r570(plan: Plan, access: Access, tmp_path: Path) -> Iterator[None]:
+    yield
+    back = provision(plan, access, tmp_path / "back", playbook="upgrade.yml", limit="pool_h200")
+    converged(back, {HGX, HGX2})
+    for node in (HGX, HGX2):
+        sh(node, "rm -f /run/reboot-required")
+
+
+def test_upgrade_moves_a_pool_one_node_per_domain_at_a_time(
+    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path, restore_r570: None
+) -> None:
+    old = plan.node(HGX).expected
+    target = load_plan(str(_derived_stack(lab["stack"], tmp_path, "h200", "r580-cuda13.0")))
+    new = target.node(HGX).expected
+    assert old.driver_branch != new.driver_branch
+    result = provision(target, access, tmp_path / "upgrade", playbook="upgrade.yml", limit="pool_h200:pool_gb200")
+    converged(result, {HGX, HGX2, TRAY, TRAY2})
+    assert result.hosts[TRAY]["changed"] == 0 and result.hosts[TRAY2]["changed"] == 0
+    for node in (HGX, HGX2):
+        for package, want in new.packages.items():
+            assert version(node, package) == want, f"{node}: {package}"
+        assert installed_like(node, rf".*-{old.driver_branch}") == [], f"{node}: R{old.driver_branch} left behind"
+        assert sh(node, "systemctl is-active nvidia-fabricmanager").strip() == "active"
+        assert f"nvidia-fabricmanager-{new.driver_branch}" in sh(node, "apt-mark showhold").split()
+        assert "NVIDIA kernel module" in sh(node, "cat /run/reboot-required")
+    # The two trays of one NVLink domain never ran their driver waves at the same time.
+    first_end = _wave_span(result, TRAY)[1]
+    second_start = _wave_span(result, TRAY2)[0]
+    assert first_end < second_start, (first_end, second_start)
