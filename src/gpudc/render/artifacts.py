@@ -174,12 +174,12 @@ def render_dhcp(ctx: Ctx, w: Writer) -> None:
             w.placeholders.append(f"dhcp: {node.name} boot NIC ({node.addresses['inband']}) has no MAC; flex-id "
                                   f"placeholder '{node.name}' (set gpudc:macs.{node.name}.boot)")
         by_prefix[subnet_of(node.addresses["inband"])].append(boot)
-    for dev in plan.devices:
-        for address, host in ((dev.address, dev.name), (dev.bmc_address, f"{dev.name}-bmc")):
-            if address:
-                by_prefix[subnet_of(address)].append(
-                    {"ip-address": address, "hostname": host, "flex-id": f"'{host}'"})
-                w.placeholders.append(f"dhcp: {host} ({address}) has no MAC; flex-id placeholder '{host}'")
+    others = [(a, h) for dev in plan.devices for a, h in ((dev.address, dev.name), (dev.bmc_address, f"{dev.name}-bmc"))]
+    others += [(sw.address, sw.name) for sw in plan.switches]  # management ports: ZTP over DHCP
+    for address, host in others:
+        if address:
+            by_prefix[subnet_of(address)].append({"ip-address": address, "hostname": host, "flex-id": f"'{host}'"})
+            w.placeholders.append(f"dhcp: {host} ({address}) has no MAC; flex-id placeholder '{host}'")
     for sid, (prefix, reservations) in enumerate(by_prefix.items(), start=1):
         network, _ = prefix_net[prefix]
         subnets.append({"id": sid, "subnet": prefix, "network": network, "router": gateway(prefix),
