@@ -259,6 +259,17 @@ def test_gb200_rule(policy, gb200, name, mutate, check, verdict, action) -> None
     assert (v.verdict, v.action) == (verdict, action)
 
 
+def test_held_packages_count_as_installed(policy, h200) -> None:
+    # provisioning holds the pinned packages (apt-mark hold): dpkg shows "hi"
+    facts = healthy_facts()
+    facts["packages"]["libnccl2"]["status"] = "hi"
+    verdict = evaluate("n1", facts, h200, policy)
+    assert (verdict.verdict, verdict.findings) == ("pass", [])
+    facts["packages"]["libnccl2"]["status"] = "hiR"  # held, but dpkg flags reinstall-required
+    verdict = evaluate("n1", facts, h200, policy)
+    assert [(f.check, f.severity) for f in verdict.findings] == [("packages", "fail")]
+
+
 def test_hgx_clique_zero_is_normal_and_fm_not_needed_on_gb200(policy, h200, gb200) -> None:
     assert evaluate("h", healthy_facts(), h200, policy).verdict == "pass"  # clique 0 on HGX
     facts = healthy_facts(gb200=True)

@@ -7,6 +7,11 @@ from gpudc.validate.checks.base import Context
 from gpudc.validate.types import Finding
 
 
+def _installed(status: str) -> bool:
+    """dpkg's abbreviated status: wanted install or hold (the profile holds its pins), state
+    installed, no error flag."""
+    return len(status) >= 2 and status[0] in "ih" and status[1] == "i" and status[2:].strip() == ""
+
 def check(ctx: Context) -> list[Finding]:
     facts, exp = ctx.facts, ctx.expected
     out: list[Finding] = []
@@ -50,12 +55,12 @@ def check(ctx: Context) -> list[Finding]:
                             f"dpkg status {got.get('status')}",
                         )
                     )
-                elif str(got.get("status", "ii")) != "ii":
+                elif not _installed(str(got.get("status", "ii"))):
                     out.append(
                         ctx.finding(
                             "packages",
                             "package_mismatch",
-                            f"{name} {want} is in dpkg state {got.get('status')}, not installed (ii)",
+                            f"{name} {want} is in dpkg state {got.get('status')}, not installed (ii or hi)",
                         )
                     )
     modules = facts.get("modules")
