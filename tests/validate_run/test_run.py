@@ -220,3 +220,6 @@ def test_cli_bad_input_is_exit_2(stack_file: Path, tmp_path: Path, capsys: pytes
                  "--known-hosts", str(tmp_path / "kh"), "--tofu"]) == 2
     assert "identity file not found" in capsys.readouterr().err
     assert main(["validate", "history", "x", "--history", str(tmp_path / "none.db")]) == 2
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    assert main(["validate", "--stack", str(stack_file), "--known-hosts", str(tmp_path / "kh"), "--tofu"]) == 2
+    assert "no controller key of site 'looptest'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,6 +116,11 @@ def _validate(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.stack)
     identity, known_hosts, addresses = _site_defaults(plan.site.name, plan.site.stack)
+    if args.identity is None and identity is None and not os.environ.get("SSH_AUTH_SOCK"):
+        raise InputError(
+            f"validate: no --identity, no controller key of site {plan.site.name!r} in its secret dir, "
+            "and no ssh-agent (SSH_AUTH_SOCK)"
+        )
     ssh = SshOptions(
         user=args.user,
         port=args.port,
