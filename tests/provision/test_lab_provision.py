@@ -165,11 +165,13 @@ def test_held_packages_survive_an_upgrade_offering_newer(plan: Plan, lab: dict[s
         for node_name in (HGX, TRAY):
             exp = plan.node(node_name).expected
             driver_pkg = next(p for p in exp.packages if p.startswith(("nvidia-open-", "cuda-drivers-")))
-            sh(node_name, "apt-get update -q")
+            # Only the NVIDIA repository: Debian's own updates are not this test's business.
+            only_nvidia = "-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/etc/apt/sources.list.d"
+            sh(node_name, f"apt-get update -q {only_nvidia}")
             offered = sh(node_name, f"apt-cache madison {driver_pkg}")
             assert f"{exp.packages[driver_pkg]}+gpudc1" in offered, "the newer version must be offered"
-            sh(node_name, "DEBIAN_FRONTEND=noninteractive apt-get -y -q upgrade")
-            sh(node_name, "DEBIAN_FRONTEND=noninteractive apt-get -y -q dist-upgrade")
+            sh(node_name, f"DEBIAN_FRONTEND=noninteractive apt-get -y -q {only_nvidia} upgrade")
+            sh(node_name, f"DEBIAN_FRONTEND=noninteractive apt-get -y -q {only_nvidia} dist-upgrade")
             for package, want in exp.packages.items():
                 assert version(node_name, package) == want, f"{node_name}: {package} moved"
     finally:

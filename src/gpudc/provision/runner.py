@@ -145,8 +145,8 @@ def environment(
             }
         )
     else:
-        # Ansible's defaults: no pipelining, no fact cache, 5 forks, no multiplexing.
-        ssh_args += ["-o ControlMaster=no"]
+        # Ansible's defaults: no pipelining, no fact cache, 5 forks, its default SSH multiplexing.
+        ssh_args = ["-C", "-o ControlMaster=auto", "-o ControlPersist=60s", *ssh_args]
         env.update({"ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit", "ANSIBLE_FORKS": "5"})
     env["ANSIBLE_SSH_ARGS"] = " ".join(ssh_args)
     return env
