@@ -114,6 +114,12 @@ def test_addresses_unique_and_inside_their_pools(plan: Plan) -> None:
     assert all(p.used + p.free > 0 and p.free >= 0 for p in plan.pools)
 
 
+def test_each_nic_once(plan: Plan) -> None:
+    for node in plan.nodes:
+        names = [n.name for n in node.nics]
+        assert len(names) == len(set(names)), node.name
+
+
 def test_names_unique(plan: Plan) -> None:
     names = [n.name for n in plan.nodes] + [d.name for d in plan.devices] + [s.name for s in plan.switches]
     assert len(names) == len(set(names))

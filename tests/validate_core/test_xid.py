@@ -66,7 +66,8 @@ def test_xid_outside_the_window_is_ignored(policy, h200) -> None:
 
 
 def test_seen_xid_and_xid_before_boot_are_info(policy, h200) -> None:
-    facts = _with_xid(healthy_facts(), 79, 60)
+    # an application-level XID already reported is not reported again
+    facts = _with_xid(healthy_facts(), 94, 60)
     seen = set(reported_xid_ids(facts, policy))
     assert len(seen) == 1
     v = evaluate("n", facts, h200, policy, FakeHistory(seen=seen))
@@ -75,6 +76,11 @@ def test_seen_xid_and_xid_before_boot_are_info(policy, h200) -> None:
         and v.findings[0].severity == "info"
         and "already reported" in v.findings[0].message
     )
+    # one that asks for a reboot stays in force until the node has rebooted
+    facts = _with_xid(healthy_facts(), 79, 60)
+    v = evaluate("n", facts, h200, policy, FakeHistory(seen=set(reported_xid_ids(facts, policy))))
+    assert (v.verdict, v.action) == ("fail", "reboot")
+    assert "already reported; no reboot since" in v.findings[0].message
     facts = _with_xid(healthy_facts(), 79, 60)
     facts["boot_time"] = facts["time"] - 10
     v = evaluate("n", facts, h200, policy)

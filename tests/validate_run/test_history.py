@@ -58,9 +58,10 @@ def test_same_xid_after_two_reboots_escalates_to_rma(tmp_path: Path, local_facts
 
         first = one(boots[0], "ev-1")
         actions.append(_xid79(first).action)
-        # validated again without a reboot: the same event is not reported twice, no reboot counted
+        # validated again without a reboot: still in force (the reboot it asks for has not happened),
+        # and no reboot is counted for escalation
         again = one(boots[0], "ev-1")
-        assert _xid79(again).severity == "info" and "already reported" in _xid79(again).message
+        assert _xid79(again).severity == "fail" and "no reboot since" in _xid79(again).message
         assert history.view(node.name, boots[0]).reboots_for("xid:79") == 0
         second = one(boots[1], "ev-2")  # rebooted once, XID 79 again
         actions.append(_xid79(second).action)

@@ -534,10 +534,14 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
             e += 1
             leaf.used_ports += 1
             nic = f"{name}{k}"
-            address = allocator.take() if allocator else None
-            if address and k == 0:
-                node.addresses[name] = address
-            node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, None, leaf.name, port))
+            existing = next((n for n in node.nics if n.name == nic), None)
+            if existing is not None:  # the in-band NIC exists already (it carries the SSH address)
+                existing.rate_gbps, existing.switch, existing.switch_port = spec.rate_gbps, leaf.name, port
+            else:
+                address = allocator.take() if allocator else None
+                if address and k == 0:
+                    node.addresses[name] = address
+                node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, None, leaf.name, port))
             b.cables.append(Cable(name, node.name, nic, leaf.name, port, media, "in-row"))
     b.switches.extend(leaves)
     spines, cores = _spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media) if spec.spine else (0, 0)

@@ -48,9 +48,6 @@ UNREACHABLE_CHECKS: dict[str, str] = {
     "error": "probe.output",
 }
 FLAPPING_CHECK = "history.flapping"
-#: Flapping is judged over this many recent verdicts with at least this many pass<->fail flips,
-#: unless the policy has the thresholds `flapping_window` / `flapping_min_flips`.
-_FLAPPING_DEFAULTS = {"flapping_window": 6, "flapping_min_flips": 3}
 
 
 @dataclass(slots=True)
@@ -79,10 +76,8 @@ def select_nodes(plan: Plan, limit: str | None) -> list[Node]:
 
 
 def _threshold(policy: Policy, name: str) -> int:
-    try:
-        return int(policy.threshold(name))
-    except (KeyError, ValueError):
-        return _FLAPPING_DEFAULTS[name]
+    """Flapping thresholds (`flapping_window`, `flapping_min_flips`) are policy data."""
+    return int(policy.threshold(name))
 
 
 def _tail(text: str, limit: int = 200) -> str:

@@ -1,8 +1,10 @@
 """XIDs from the kernel log, judged by NVIDIA's Xid catalog (policy data), in a window, deduped.
 
 One finding per (XID code, GPU); its check name is `xid:<code>`, which is also the cause key
-for escalation. An event already reported in an earlier run (HistoryView.seen_xids) or logged
-before the last boot is reported as info.
+for escalation. An event logged before the last boot is reported as info (that reboot handled
+it). An event already reported in an earlier run (HistoryView.seen_xids) is info only when its
+catalog action asks for nothing stronger than a drain: one that asks for a reset or a reboot stays
+in force until the node has rebooted, so re-validating a broken node never turns it green.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def check(ctx: Context) -> list[Finding]:
         evidence = f"NVRM: Xid (PCI:{last.get('dev')}): {code}, {last.get('text', '')}"
         label = f"XID {code} ({rule.name}) on {where}{times}"
         check_name = f"xid:{code}"
-        if state == "seen":
+        if state == "seen" and rule.action in ("none", "drain"):
             out.append(
                 ctx.finding(
                     check_name, "xid_seen", f"{label}: already reported in an earlier run", gpu, evidence
@@ -92,6 +94,8 @@ def check(ctx: Context) -> list[Finding]:
                 )
             )
             continue
+        if state == "seen":
+            label += " (already reported; no reboot since)"
         if code == 154:
             m = _XID154.search(str(last.get("text", "")))
             if m:
