@@ -31,3 +31,19 @@ def test_analyze_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "unknown kind of file" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "missing.txt")]) == 2
     assert main(["analyze", str(SAMPLES / "h200_healthy_nvidia-smi-q.txt"), "--sku", "no_such_sku"]) == 2
+
+
+def test_exit_code_after_reprovision_handoff() -> None:
+    from gpudc.validate.command import exit_after_handoff
+    from gpudc.validate.types import Finding, Verdict
+
+    lost = Verdict.from_findings("a", [Finding("gpu_lost", "fail", "GPU 0 lost", "reboot", 0)])
+    rma = Verdict.from_findings("b", [Finding("remap", "fail", "remap failure", "rma", 1)])
+    ok = Verdict.from_findings("c", [])
+    # the node handed over came back healthy: the run is as good as the rest
+    assert exit_after_handoff([lost, ok], {"a"}, 0) == 0
+    assert exit_after_handoff([lost, rma, ok], {"a"}, 0) == 1  # the rma node still fails
+    assert exit_after_handoff([lost, ok], {"a"}, 1) == 1  # reprovision left it drained
+    assert exit_after_handoff([lost, ok], {"a"}, 3) == 3  # its BMC could not be reached
+    assert exit_after_handoff([lost, ok], {"a"}, 2) == 1  # declined: this run's verdict stands
+    assert exit_after_handoff([ok], set(), 0) == 0

@@ -66,6 +66,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--deadline", type=float, metavar="S", help="stop the whole run after S seconds")
     p.add_argument("--nvml-timeout", type=float, default=5.0, metavar="S", help="deadline of each NVML call (5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--reprovision-failed", action="store_true",
+                   help="hand every node whose action is reboot or reprovision to `gpudc reprovision`")
+    p.add_argument("--yes", action="store_true", help="with --reprovision-failed: do not ask for confirmation")
     p.set_defaults(handler=_validate)
     sub = p.add_subparsers(dest="validate_command", metavar="{history}")
     sub.required = False
@@ -170,6 +173,26 @@ def _validate(args: argparse.Namespace) -> int:
     out.print(f"{len(verdicts)} node(s): {summary} in {run.info.seconds:.1f}s")
     if flapping:
         out.print("flapping: " + ", ".join(f"{n} ({k} flips)" for n, k in flapping), style="yellow")
+    if args.reprovision_failed:
+        from gpudc.reprovision.command import reprovision_failed
+        from gpudc.reprovision.workflow import nodes_to_reprovision
+
+        handed = set(nodes_to_reprovision(verdicts))
+        outcome = reprovision_failed(plan, verdicts, yes=args.yes, console=err)
+        return exit_after_handoff(verdicts, handed, outcome)
+    return exit_code(verdicts)
+
+
+def exit_after_handoff(verdicts: list[Verdict], handed: set[str], outcome: int) -> int:
+    """Exit code of `validate --reprovision-failed`: nodes handed over are judged by their
+    reprovision (which validates them again), the rest keep this run's verdict; a declined
+    hand-off (outcome 2) leaves this run's verdict as it was."""
+    if outcome == 2 or not handed:
+        return exit_code(verdicts)
+    rest = exit_code([v for v in verdicts if v.node not in handed])
+    if outcome == 0:
+        return rest
+    return 1 if 1 in (outcome, rest) else outcome
     return exit_code(verdicts)
 
 
