@@ -188,7 +188,7 @@ def test_failed_and_unreachable_hosts_do_not_stop_the_others(
 
     broken = (HGX2, TRAY2)
     for node in broken:
-        sh(node, "echo 'deb [trusted=yes] http://10.213.0.1:9/broken/ /' > /etc/apt/sources.list.d/zz-broken.list"
+        sh(node, f"echo 'deb [trusted=yes] {lab['nvidia_repo_url']}no-such-repo/ /' > /etc/apt/sources.list.d/zz-broken.list"
                  " && DEBIAN_FRONTEND=noninteractive apt-get -y -q remove libnccl-dev && rm -rf /var/lib/apt/lists/*")
     api.power(HGX, "ForceOff")
     try:
@@ -270,3 +270,20 @@ def test_upgrade_moves_a_pool_one_node_per_domain_at_a_time(
     first_end = _wave_span(result, TRAY)[1]
     second_start = _wave_span(result, TRAY2)[0]
     assert first_end < second_start, (first_end, second_start)
+
+
+def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: Access, first_runs: Any, tmp_path: Path) -> None:
+    from gpudc.lab import api
+
+    guard = provision(plan, access, tmp_path / "guard", playbook="reprovision.yml", limit="pool_gb200")
+    assert guard.exit_code == 1 and any("works on one node" in f["msg"] for f in guard.failures), guard.failures
+    api.reimage(TRAY2)
+    wait_ssh(TRAY2)
+    assert installed_like(TRAY2, r"nvidia-imex-\d+") == [], "the reimage should have wiped the node"
+    result = provision(plan, access, tmp_path / "reprovision", playbook="reprovision.yml", limit=TRAY2)
+    converged(result, {TRAY2})
+    exp = plan.node(TRAY2).expected
+    for package, want in exp.packages.items():
+        assert version(TRAY2, package) == want, package
+    assert sh(TRAY2, "systemctl is-active nvidia-imex").strip() == "active"
+    assert sh(TRAY2, "cat /etc/nvidia-imex/nodes_config.cfg").split() == exp.imex_peers
