@@ -163,6 +163,15 @@ def load_catalog(root: Path | None = None) -> Catalog:
     return Catalog(skus=skus, switches=switches, profiles=profiles)
 
 
+@cache
+def network_conventions(root: Path | None = None) -> dict[str, Any]:
+    """Values of catalog/network/conventions.yaml (ASN plan, default VLANs, MTU, VRR MAC)."""
+    path = (root or catalog_dir()) / "network" / "conventions.yaml"
+    data = _read(path) or {}
+    facts = {key: _parse(Fact, body, path) for key, body in data.items()}
+    return {key: fact.value for key, fact in facts.items()}
+
+
 def profile_problem(profile: Profile, sku: Sku) -> str | None:
     """Why a profile cannot drive a SKU, or None when it can."""
     if sku.name not in profile.supports:

@@ -17,10 +17,10 @@ from typing import Any
 from jinja2 import Environment
 
 from gpudc import secrets
+from gpudc.catalog import network_conventions
 from gpudc.plan.types import Cable, Device, Node, Plan, Switch
 from gpudc.render.context import (
     DHCP_NETWORKS,
-    FABRIC_MTU,
     Record,
     SiteExtras,
     address_records,
@@ -36,15 +36,10 @@ from gpudc.render.writer import Writer
 ETHERNET_KINDS = ("ethernet", "roce")
 #: Parallel ssh-keygen runs when a render has to make host keys.
 KEYGEN_WORKERS = 8
-#: Private 4-byte ASNs (RFC 6996) for the BGP unnumbered underlay: all spines of a fabric
-#: share one ASN, each leaf has its own (the Cumulus/NVIDIA two-tier recommendation).
-ASN_BASE = 4_200_000_000
-ASN_FABRIC_STRIDE = 10_000
-ASN_FABRIC_INDEX = {"inband": 1, "frontend": 2, "storage": 3, "compute": 4}
-#: The locally administered VRR MAC the leaves share for the anycast gateway (RFC 5798 VRID 1).
-VRR_MAC = "00:00:5e:00:01:01"
-#: Default VLAN per network when the site gives none.
-DEFAULT_VLAN = {"inband": 10, "frontend": 20, "storage": 30, "compute": 40}
+#: The ASN plan of the BGP unnumbered underlay (all spines of a fabric share one ASN, each leaf
+#: has its own), the VRR MAC of the anycast gateway, default VLANs and the fabric MTU are
+#: conventions kept as data: catalog/network/conventions.yaml.
+NET = network_conventions()
 #: Installer images per OS, relative to the boot server's base URL.
 OS_BOOT = {
     "ubuntu2204": {"kind": "autoinstall", "path": "os/ubuntu-22.04", "label": "Ubuntu 22.04 live-server"},
@@ -287,7 +282,9 @@ def _cables_of(ctx: Ctx, device: str) -> list[Cable]:
 
 
 def _asn(switch: Switch, leaf_index: int) -> int:
-    base = ASN_BASE + ASN_FABRIC_INDEX.get(switch.fabric, 9) * ASN_FABRIC_STRIDE
+    base = int(NET["bgp_asn_base"]) + NET["bgp_asn_fabric_index"].get(switch.fabric, 9) * int(
+        NET["bgp_asn_fabric_stride"]
+    )
     return base if switch.role == "spine" else base + leaf_index
 
 
@@ -310,14 +307,14 @@ def render_switches(ctx: Ctx, w: Writer) -> None:
         factor = breakout_factor(sw, _fabric_rate(plan, sw.fabric))
         cages = sorted({p["cage"] for p in ports}) if factor > 1 else []
         net_pool = next((p for p in plan.pools if p.network == sw.fabric), None)
-        vlan = ctx.extras.vlans.get(sw.fabric) or DEFAULT_VLAN.get(sw.fabric, 100)
+        vlan = ctx.extras.vlans.get(sw.fabric) or NET["default_vlan"].get(sw.fabric, 100)
         svi = None
         if sw.role == "leaf" and net_pool is not None:
             svi = [f"{gateway(p)}/{ipaddress.IPv4Network(p).prefixlen}" for p in net_pool.prefixes]
         mgmt_prefix = next(p for p in oob.prefixes if ipaddress.IPv4Address(sw.address) in ipaddress.IPv4Network(p))
         text = ctx.render(
             "switch/startup.yaml.j2", switch=sw, ports=ports, cages=cages, breakout=f"{factor}x",
-            mtu=ctx.extras.mtu.get(sw.fabric, FABRIC_MTU), vlan=vlan, svi=svi, vrr_mac=VRR_MAC,
+            mtu=ctx.extras.mtu.get(sw.fabric, int(NET["fabric_mtu"])), vlan=vlan, svi=svi, vrr_mac=NET["vrr_mac"],
             asn=_asn(sw, leaf_no.get(sw.fabric, 0)),
             mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
             roce=roce and sw.fabric == "compute",

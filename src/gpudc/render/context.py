@@ -17,8 +17,6 @@ from gpudc.plan.types import Cable, Nic, Node, Plan, Switch
 
 #: Networks the site's DHCP server answers on: node BMCs (oob) and node boot NICs (inband).
 DHCP_NETWORKS = ("oob", "inband")
-#: Default MTU of fabric links (Cumulus and ConnectX maximum); `fabrics.<name>.mtu` overrides.
-FABRIC_MTU = 9216
 
 
 @dataclass(frozen=True, slots=True)
