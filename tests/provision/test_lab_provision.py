@@ -81,6 +81,18 @@ def wait_ssh(node: str, timeout: float = 90) -> None:
     pytest.fail(f"{node} did not answer SSH in {timeout} s")
 
 
+def gpudc_provision(argv: list[str]) -> int:
+    """`gpudc provision ARGV` through this area's own subcommand (as cli.py dispatches it)."""
+    import argparse
+
+    from gpudc.provision import command
+
+    parser = argparse.ArgumentParser(prog="gpudc")
+    command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["provision", *argv])
+    return int(args.handler(args))
+
+
 def converged(result: ProvisionResult, hosts: set[str]) -> None:
     assert set(result.hosts) == hosts, result.to_dict()
     bad = {h: s for h, s in result.hosts.items() if s["failed"] or s["unreachable"]}
@@ -183,7 +195,6 @@ def test_held_packages_survive_an_upgrade_offering_newer(plan: Plan, lab: dict[s
 def test_failed_and_unreachable_hosts_do_not_stop_the_others(
     lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path
 ) -> None:
-    from gpudc.cli import main
     from gpudc.lab import api
 
     broken = (HGX2, TRAY2)
@@ -193,8 +204,8 @@ def test_failed_and_unreachable_hosts_do_not_stop_the_others(
     api.power(HGX, "ForceOff")
     try:
         report = tmp_path / "report.json"
-        code = main(["provision", "--stack", str(lab["stack"]), "--json", str(report),
-                     "--artifacts", str(tmp_path / "broken")])
+        code = gpudc_provision(["--stack", str(lab["stack"]), "--json", str(report),
+                                "--artifacts", str(tmp_path / "broken")])
         data = json.loads(report.read_text())
         assert code == 3, data
         hosts = data["hosts"]
