@@ -169,8 +169,12 @@ def build_inventory(plan: Plan, *, extra_vars: dict[str, Any] | None = None) -> 
     }
 
 
+#: libyaml's emitter when PyYAML was built with it (same bytes as the pure-Python one, ~4x faster).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_inventory(inventory: dict[str, Any]) -> str:
-    return yaml.safe_dump(inventory, sort_keys=False, default_flow_style=False)
+    return yaml.dump(inventory, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
 
 
 def write_inventory(plan: Plan, path: Path | str, *, extra_vars: dict[str, Any] | None = None) -> Path:
