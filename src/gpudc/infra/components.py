@@ -25,11 +25,9 @@ PKG = "gpudc"
 
 
 @dataclass
-class BmcPolicy:
-    """Site-wide BMC settings that are not hardware facts (infra: config namespace)."""
+class BmcDefaults:
+    """Site-wide BMC settings that are not hardware facts (the `infra:` config namespace)."""
 
-    username: str
-    password: pulumi.Input[str]  # a secret Output
     url_template: str = "https://{address}"
     verify: bool | str = True
     timeout: float = 10
@@ -41,6 +39,15 @@ class BmcPolicy:
 
     def url(self, address: str) -> str:
         return self.url_template.format(address=address)
+
+
+@dataclass
+class BmcPolicy:
+    """What every node's BmcSettings gets: the site's BMC credentials and defaults."""
+
+    username: str
+    password: pulumi.Input[str]  # a secret Output
+    defaults: BmcDefaults = field(default_factory=BmcDefaults)
 
 
 @dataclass
@@ -73,23 +80,23 @@ class GpuNode(pulumi.ComponentResource):
         self.node_name = node.name
         self.bmc_settings: BmcSettings | None = None
         if args.bmc is not None:
-            bmc = args.bmc
+            bmc, defaults = args.bmc, args.bmc.defaults
             old = args.old_name
             self.bmc_settings = BmcSettings(
                 f"{node.name}-bmc",
                 BmcSettingsArgs(
                     node=node.name,
-                    url=bmc.url(node.bmc_address),
+                    url=defaults.url(node.bmc_address),
                     username=bmc.username,
                     password=bmc.password,
-                    verify=bmc.verify,
-                    timeout=bmc.timeout,
-                    retries=bmc.retries,
-                    power_restore_policy=bmc.power_restore_policy,
-                    boot_override=bmc.boot_override,
+                    verify=defaults.verify,
+                    timeout=defaults.timeout,
+                    retries=defaults.retries,
+                    power_restore_policy=defaults.power_restore_policy,
+                    boot_override=defaults.boot_override,
                     bios=dict(args.bios),
-                    ntp_servers=bmc.ntp_servers,
-                    syslog_servers=bmc.syslog_servers,
+                    ntp_servers=defaults.ntp_servers,
+                    syslog_servers=defaults.syslog_servers,
                 ),
                 pulumi.ResourceOptions(parent=self, aliases=[pulumi.Alias(name=f"{old}-bmc")] if old else None),
             )

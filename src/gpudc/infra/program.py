@@ -22,7 +22,7 @@ Config read:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from pulumi.runtime import config as runtime_config
 
 from gpudc.catalog import Catalog, load_catalog
 from gpudc.errors import InputError
-from gpudc.infra.components import BmcPolicy, GpuSite, SiteArgs
+from gpudc.infra.components import BmcDefaults, BmcPolicy, GpuSite, SiteArgs
 from gpudc.model.loader import site_from_config
 from gpudc.plan import expand
 from gpudc.plan.types import Plan
@@ -89,14 +89,7 @@ def bmc_password() -> pulumi.Output[str] | None:
 
 @dataclass
 class InfraSettings:
-    url_template: str = "https://{address}"
-    verify: bool | str = True
-    timeout: float = 10
-    retries: int = 3
-    power_restore_policy: str | None = None
-    boot_override: dict[str, str] | None = None
-    ntp_servers: list[str] | None = None
-    syslog_servers: list[str] | None = None
+    bmc: BmcDefaults = field(default_factory=BmcDefaults)
     renames: dict[str, str] | None = None
     inventory_path: str | None = None
 
@@ -105,6 +98,7 @@ def infra_settings() -> InfraSettings:
     """The `infra:` namespace, checked; problems name their key."""
     problems: list[str] = []
     s = InfraSettings()
+    b = s.bmc
 
     def get(key: str) -> Any:
         return _value(f"{INFRA}:{key}")
@@ -114,11 +108,11 @@ def infra_settings() -> InfraSettings:
         if not isinstance(url, str) or "{address}" not in url or not url.startswith(("http://", "https://")):
             problems.append("infra:bmcUrl: must be an http(s) URL template containing {address}")
         else:
-            s.url_template = url
+            b.url_template = url
     verify = get("bmcVerify")
     if verify is not None:
         if isinstance(verify, bool) or (isinstance(verify, str) and verify):
-            s.verify = verify
+            b.verify = verify
         else:
             problems.append("infra:bmcVerify: must be true, false or a CA bundle path")
     for key, attr, low, high in (("bmcTimeout", "timeout", 0.1, 300), ("bmcRetries", "retries", 0, 10)):
@@ -128,16 +122,16 @@ def infra_settings() -> InfraSettings:
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
             problems.append(f"infra:{key}: must be a number in [{low}, {high}]")
         else:
-            setattr(s, attr, int(value) if attr == "retries" else float(value))
+            setattr(b, attr, int(value) if attr == "retries" else float(value))
     policy = get("powerRestorePolicy")
     if policy is not None:
-        s.power_restore_policy = str(policy)
+        b.power_restore_policy = str(policy)
     override = get("bootOverride")
     if override is not None:
         if not isinstance(override, dict) or "target" not in override:
             problems.append("infra:bootOverride: must be a mapping with target (and enabled, mode)")
         else:
-            s.boot_override = {str(k): str(v) for k, v in override.items()}
+            b.boot_override = {str(k): str(v) for k, v in override.items()}
     for key, attr in (("ntpServers", "ntp_servers"), ("syslogServers", "syslog_servers")):
         value = get(key)
         if value is None:
@@ -145,7 +139,7 @@ def infra_settings() -> InfraSettings:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             problems.append(f"infra:{key}: must be a list of strings")
         else:
-            setattr(s, attr, list(value))
+            setattr(b, attr, list(value))
     renames = get("renames")
     if renames is not None:
         if not isinstance(renames, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in renames.items()):
@@ -204,18 +198,7 @@ def build(catalog: Catalog | None = None) -> GpuSite:
     plan = expand(site, catalog, stack=pulumi.get_stack(), source=source)
     bmc = None
     if site.bmcUser and password is not None:
-        bmc = BmcPolicy(
-            username=site.bmcUser,
-            password=password,
-            url_template=settings.url_template,
-            verify=settings.verify,
-            timeout=settings.timeout,
-            retries=settings.retries,
-            power_restore_policy=settings.power_restore_policy,
-            boot_override=settings.boot_override,
-            ntp_servers=settings.ntp_servers,
-            syslog_servers=settings.syslog_servers,
-        )
+        bmc = BmcPolicy(username=site.bmcUser, password=password, defaults=settings.bmc)
     site_resource = GpuSite(
         plan.site.name,
         SiteArgs(plan=plan, bios=bios_by_sku(plan, catalog), bmc=bmc, renames=settings.renames or {}),

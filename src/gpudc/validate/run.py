@@ -16,10 +16,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing_extensions import Unpack
 
 from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
@@ -216,21 +217,22 @@ def _with_flapping(verdict: Verdict, flips: int, runs: int) -> Verdict:
     return Verdict.from_findings(verdict.node, [*verdict.findings, finding])
 
 
-def run_validate(
-    plan: Plan,
-    *,
-    ssh: SshOptions,
-    limit: str | None = None,
-    level: str = "quick",
-    history_path: Path | None = None,
-    record_history: bool = True,
-    policy_overrides: dict[str, Any] | None = None,
-    addresses: Mapping[str, str] | None = None,
-    nvml_call_timeout: float = 5.0,
-    command_timeout: float | None = None,
-    progress: bool = True,
-    console: Console | None = None,
-) -> list[Verdict]:
+class ValidateOptions(TypedDict, total=False):
+    """The keyword options of `validate` / `run_validate` besides `ssh`."""
+
+    limit: str | None
+    level: str
+    history_path: Path | None
+    record_history: bool
+    policy_overrides: dict[str, Any] | None
+    addresses: Mapping[str, str] | None
+    nvml_call_timeout: float
+    command_timeout: float | None
+    progress: bool
+    console: Console | None
+
+
+def run_validate(plan: Plan, *, ssh: SshOptions, **options: Unpack[ValidateOptions]) -> list[Verdict]:
     """Validate the plan's nodes (those `limit` selects) over SSH; one Verdict per node, in plan order.
 
     - ssh: how to reach nodes (user, key or agent, known_hosts, TOFU, jump host, pool size,
@@ -243,20 +245,7 @@ def run_validate(
     - progress: a rich progress bar on stderr (or on `console`).
     Raises InputError for a bad limit, level, key or known_hosts file; never for a bad node.
     """
-    return validate(
-        plan,
-        ssh=ssh,
-        limit=limit,
-        level=level,
-        history_path=history_path,
-        record_history=record_history,
-        policy_overrides=policy_overrides,
-        addresses=addresses,
-        nvml_call_timeout=nvml_call_timeout,
-        command_timeout=command_timeout,
-        progress=progress,
-        console=console,
-    ).verdicts
+    return validate(plan, ssh=ssh, **options).verdicts
 
 
 def exit_code(verdicts: Sequence[Verdict]) -> int:
