@@ -604,6 +604,14 @@ def fault_names() -> dict[str, str]:
     return faults.fault_names()
 
 
+def _host_or_input_error(lab: dict[str, Any], node: str, verb: str) -> dict[str, Any]:
+    try:
+        return st.host(lab, node)
+    except KeyError:
+        names = ", ".join(h["name"] for h in lab["hosts"])
+        raise InputError(f"lab {verb}: no host {node!r} (hosts: {names})") from None
+
+
 def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False) -> None:
     """Break a GPU or a service on a lab host. `hardware`: a GPU fault that survives reimage."""
     from gpudc.lab import faults
@@ -611,11 +619,7 @@ def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False
     faults.check(fault, hardware)
     with st.locked():
         lab = _load()
-        try:
-            rec = st.host(lab, node)
-        except KeyError:
-            names = ", ".join(h["name"] for h in lab["hosts"])
-            raise InputError(f"lab inject: no host {node!r} (hosts: {names})") from None
+        rec = _host_or_input_error(lab, node, "inject")
         if fault in faults.gpu_faults():
             faults.apply_gpu_fault(rec, fault, arg)
             if hardware:
@@ -641,11 +645,7 @@ def clear(node: str) -> None:
 
     with st.locked():
         lab = _load()
-        try:
-            rec = st.host(lab, node)
-        except KeyError:
-            names = ", ".join(h["name"] for h in lab["hosts"])
-            raise InputError(f"lab clear: no host {node!r} (hosts: {names})") from None
+        rec = _host_or_input_error(lab, node, "clear")
         previous = list(rec["faults"])
         rec["faults"] = []
         rec["hardware_faults"] = []
