@@ -16,5 +16,13 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "install-system-packages: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Install only: no package may start its system service (apt-cacher-ng, kea, sshd would take
+# ports the lab and the tests bind themselves). policy-rc.d exit 101 = "action forbidden".
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
