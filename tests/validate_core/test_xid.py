@@ -60,6 +60,17 @@ def test_xid_79_reboots_gpu_mapped_by_bus(policy, h200) -> None:
     assert "Xid (PCI:0000:28:00): 79" in f.evidence
 
 
+def test_xid_of_a_gpu_that_fell_off_the_bus_maps_by_pci_order(policy, h200) -> None:
+    facts = healthy_facts()
+    lost = facts["gpus"][1]
+    lost.pop("bdf")  # NVML has no handle, so no bus id, for a lost GPU
+    v = evaluate("n", _with_xid(facts, 79, 60), h200, policy)
+    assert next(x for x in v.findings if x.check == "xid:79").gpu == 1
+    facts["pci_devices"].pop()  # PCI and NVML disagree: the order tells nothing, say nothing
+    v = evaluate("n", _with_xid(facts, 79, 60), h200, policy)
+    assert next(x for x in v.findings if x.check == "xid:79").gpu is None
+
+
 def test_xid_outside_the_window_is_ignored(policy, h200) -> None:
     v = evaluate("n", _with_xid(healthy_facts(), 79, 3 * 3600), h200, policy)
     assert v.verdict == "pass" and not [f for f in v.findings if f.check.startswith("xid")]

@@ -30,12 +30,27 @@ _XID154_RULES = {
 }
 
 
-def gpu_for(dev: str, gpus: Iterable[Any]) -> int | None:
+def gpu_for(dev: str, gpus: Iterable[Any], pci_devices: Any = None) -> int | None:
+    """The GPU index of an XID's PCI device. A GPU that fell off the bus has no NVML bus id any
+    more; then its place among the PCI GPUs (NVML enumerates in PCI bus order) tells, as long as
+    NVML and PCI see the same number of GPUs."""
     dev = str(dev).lower()
+    gpus = list(gpus)
     for gpu in gpus:
-        if isinstance(gpu, dict) and isinstance(gpu.get("bdf"), str) and gpu["bdf"].startswith(dev):
+        if isinstance(gpu, dict) and isinstance(gpu.get("bdf"), str) and gpu["bdf"].lower().startswith(dev):
             index = gpu.get("index")
             return index if isinstance(index, int) else None
+    if not isinstance(pci_devices, list):
+        return None
+    pci_gpus = sorted(
+        str(d.get("bdf", "")).lower() for d in pci_devices
+        if isinstance(d, dict) and str(d.get("class", "")).startswith("03")
+    )
+    if len(pci_gpus) != len(gpus):
+        return None
+    for index, bdf in enumerate(pci_gpus):
+        if bdf.startswith(dev):
+            return index
     return None
 
 
@@ -67,7 +82,7 @@ def check(ctx: Context) -> list[Finding]:
             state = "before_boot"
         else:
             state = "new"
-        gpu = gpu_for(str(ev.get("dev", "")), gpus)
+        gpu = gpu_for(str(ev.get("dev", "")), gpus, ctx.facts.get("pci_devices"))
         groups.setdefault((ev["xid"], gpu, state), []).append(ev)
     out: list[Finding] = []
     for (code, gpu, state), events in sorted(
