@@ -305,27 +305,13 @@ def _collect_gpu(nv: Any, gpu: dict[str, Any], index: int, get: Callable[..., An
             counts[f"{scope}_{kind}"] = g("nvmlDeviceGetTotalEccErrors", etype, ctype)
     gpu["ecc"] = counts
     remap = g("nvmlDeviceGetRemappedRows")
-    gpu["remap"] = (
-        None
-        if remap is None
-        else {
-            "correctable": int(remap[0]),
-            "uncorrectable": int(remap[1]),
-            "pending": bool(remap[2]),
-            "failure": bool(remap[3]),
-        }
-    )
+    gpu["remap"] = None if remap is None else remap_facts(int(remap[0]), int(remap[1]), remap[2], remap[3])
     sbe = g("nvmlDeviceGetRetiredPages", 0)
     dbe = g("nvmlDeviceGetRetiredPages", 1)
-    pend = g("nvmlDeviceGetRetiredPagesPendingStatus")
-    gpu["retired_pages"] = (
-        None
-        if sbe is None and dbe is None
-        else {
-            "sbe": len(sbe or []),
-            "dbe": len(dbe or []),
-            "pending": bool(pend),
-        }
+    gpu["retired_pages"] = retired_facts(
+        None if sbe is None else len(sbe),
+        None if dbe is None else len(dbe),
+        g("nvmlDeviceGetRetiredPagesPendingStatus"),
     )
     gpu["recovery_action"] = _recovery_action(nv, g)
     gpu["temperature_c"] = g("nvmlDeviceGetTemperature", 0)
@@ -407,6 +393,18 @@ def _uuid_text(raw: bytes) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # nvidia-smi -q -x (fallback on nodes without pynvml; also used by `gpudc analyze`)
+
+
+def remap_facts(corr: int | None, unc: int | None, pending: Any, failure: Any) -> dict[str, Any]:
+    """Remapped rows in the facts shape, whichever source (NVML, -q -x, -q text) read them."""
+    return {"correctable": corr or 0, "uncorrectable": unc or 0, "pending": bool(pending), "failure": bool(failure)}
+
+
+def retired_facts(sbe: int | None, dbe: int | None, pending: Any) -> dict[str, Any] | None:
+    """Retired pages in the facts shape; None where the GPU does not retire pages (Ampere on)."""
+    if sbe is None and dbe is None:
+        return None
+    return {"sbe": sbe or 0, "dbe": dbe or 0, "pending": bool(pending)}
 
 
 def _num(text: str | None) -> int | None:
@@ -504,24 +502,18 @@ def parse_nvsmi_xml(text: str) -> dict[str, Any]:
         gpu["ecc"] = ecc
         rr = node.find("remapped_rows")
         if rr is not None and tx(rr, "remapped_row_pending") is not None:
-            gpu["remap"] = {
-                "correctable": _num(tx(rr, "remapped_row_corr")) or 0,
-                "uncorrectable": _num(tx(rr, "remapped_row_unc")) or 0,
-                "pending": bool(_yes(tx(rr, "remapped_row_pending"))),
-                "failure": bool(_yes(tx(rr, "remapped_row_failure"))),
-            }
+            gpu["remap"] = remap_facts(
+                _num(tx(rr, "remapped_row_corr")),
+                _num(tx(rr, "remapped_row_unc")),
+                _yes(tx(rr, "remapped_row_pending")),
+                _yes(tx(rr, "remapped_row_failure")),
+            )
         else:
             gpu["remap"] = None
-        sbe = _num(tx(node, "retired_pages/multiple_single_bit_retirement/retired_count"))
-        dbe = _num(tx(node, "retired_pages/double_bit_retirement/retired_count"))
-        gpu["retired_pages"] = (
-            None
-            if sbe is None and dbe is None
-            else {
-                "sbe": sbe or 0,
-                "dbe": dbe or 0,
-                "pending": bool(_yes(tx(node, "retired_pages/pending_retirement"))),
-            }
+        gpu["retired_pages"] = retired_facts(
+            _num(tx(node, "retired_pages/multiple_single_bit_retirement/retired_count")),
+            _num(tx(node, "retired_pages/double_bit_retirement/retired_count")),
+            _yes(tx(node, "retired_pages/pending_retirement")),
         )
         action = _recovery_text(tx(node, "gpu_recovery_action"))
         if action is None:

@@ -11,7 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gpudc.validate.probe_script import CLOCK_BITS, _float, _num, _recovery_text, _yes, norm_bdf
+from gpudc.validate.probe_script import (
+    CLOCK_BITS,
+    _float,
+    _num,
+    _recovery_text,
+    _yes,
+    norm_bdf,
+    remap_facts,
+    retired_facts,
+)
 
 _GPU_HEADER = re.compile(r"^GPU ([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*$")
 _KV = re.compile(r"^(?P<key>\S.*?)\s*:\s?(?P<value>.*)$")
@@ -119,22 +128,17 @@ def _gpu_facts(index: int, bdf: str, g: _Gpu) -> dict[str, Any]:
     gpu["remap"] = (
         None
         if pending is None
-        else {
-            "correctable": _num(g.get("Remapped Rows", "Correctable Error")) or 0,
-            "uncorrectable": _num(g.get("Remapped Rows", "Uncorrectable Error")) or 0,
-            "pending": bool(_yes(pending)),
-            "failure": bool(_yes(g.get("Remapped Rows", "Remapping Failure Occurred"))),
-        }
+        else remap_facts(
+            _num(g.get("Remapped Rows", "Correctable Error")),
+            _num(g.get("Remapped Rows", "Uncorrectable Error")),
+            _yes(pending),
+            _yes(g.get("Remapped Rows", "Remapping Failure Occurred")),
+        )
     )
-    sbe, dbe = _num(g.get("Retired Pages", "Single Bit ECC")), _num(g.get("Retired Pages", "Double Bit ECC"))
-    gpu["retired_pages"] = (
-        None
-        if sbe is None and dbe is None
-        else {
-            "sbe": sbe or 0,
-            "dbe": dbe or 0,
-            "pending": bool(_yes(g.get("Retired Pages", "Pending Page Blacklist"))),
-        }
+    gpu["retired_pages"] = retired_facts(
+        _num(g.get("Retired Pages", "Single Bit ECC")),
+        _num(g.get("Retired Pages", "Double Bit ECC")),
+        _yes(g.get("Retired Pages", "Pending Page Blacklist")),
     )
     action = _recovery_text(g.get("GPU Recovery Action"))
     if action is None:
