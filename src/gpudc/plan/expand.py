@@ -41,7 +41,6 @@ class _RackSlot:
     rack: Rack
     units: int
     limit_kw: float
-    row_index: int
     free: bool = True
 
 
@@ -57,7 +56,6 @@ class _Build:
     cables: list[Cable] = field(default_factory=list)
     fabrics: list[Fabric] = field(default_factory=list)
     domains: list[NvlinkDomain] = field(default_factory=list)
-    pool_nodes: dict[str, list[Node]] = field(default_factory=dict)
 
 
 def _sku_profile(site: Site, catalog: Catalog, problems: list[str]) -> None:
@@ -149,7 +147,7 @@ def _layout_racks(b: _Build) -> dict[str, list[_RackSlot]]:
     seen: dict[str, str] = {}
     for hall in site.halls:
         hall_slots = []
-        for r, row in enumerate(hall.rows):
+        for row in hall.rows:
             for position in range(1, row.racks + 1):
                 name = site.naming.rack.format(site=site.site.name, hall=hall.name, row=row.name, position=position)
                 if not _LABEL.match(name):
@@ -161,7 +159,7 @@ def _layout_racks(b: _Build) -> dict[str, list[_RackSlot]]:
                 seen[name] = hall.name
                 limit = row.rack_power_kw or hall.rack_power_kw
                 rack = Rack(name, hall.name, row.name, position, row.rack_units, limit, 0.0, hall.cooling)
-                hall_slots.append(_RackSlot(rack, row.rack_units, limit, r))
+                hall_slots.append(_RackSlot(rack, row.rack_units, limit))
                 b.racks.append(rack)
         slots[hall.name] = hall_slots
     return slots
@@ -227,7 +225,6 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
         template = _expectation(site, sku, profile, os_name)
         free = [s for s in slots[hall.name] if s.free]
         placed: list[Node] = []
-        b.pool_nodes[pool.name] = placed
         node_kw = sku.node_power_kw
         node_u = sku.node_units
         if sku.is_rack:
@@ -289,28 +286,17 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                 b.domains.append(NvlinkDomain(domain, rack.name, [n.name for n in members], switch_trays, []))
         else:
             assert pool.count is not None
-            by_space = (min(s.units for s in free) - hall.reserved_u) // node_u if free else 0
-            caps = []
-            for s in free:
-                cap = min(int(s.limit_kw / node_kw + _EPS), (s.units - hall.reserved_u) // node_u)
-                if pool.nodes_per_rack:
-                    cap = min(cap, pool.nodes_per_rack)
-                caps.append(cap)
-            if not free or max(caps, default=0) == 0:
+            fits = [_rack_capacity(s, hall.reserved_u, node_kw, node_u, pool.nodes_per_rack) for s in free]
+            caps = [cap for cap, _ in fits]
+            if max(caps, default=0) == 0:
                 if free and node_kw > max(s.limit_kw for s in free):
                     why = f"one {sku.name} draws {node_kw:g} kW, above the {hall.rack_power_kw:g} kW per-rack limit"
                 else:
-                    why = f"no free rack with room for a {node_u}U {sku.name}" if free or by_space else "no free racks"
+                    why = f"no free rack with room for a {node_u}U {sku.name}" if free else "no free racks"
                 b.problems.append(f"pools[{i}]: {why} of hall {hall.name!r}")
                 continue
-            total_cap = sum(caps)
-            if pool.count > total_cap:
-                limit = caps[0]
-                reason = (
-                    "nodes_per_rack" if pool.nodes_per_rack == limit
-                    else "power" if int(free[0].limit_kw / node_kw + _EPS) == limit
-                    else "space"
-                )
+            if pool.count > sum(caps):
+                limit, reason = fits[0]
                 b.problems.append(
                     f"pools[{i}].count: {pool.count} nodes at {limit} per rack (limited by {reason}) need "
                     f"{math.ceil(pool.count / max(limit, 1))} racks; hall {hall.name!r} has {len(free)} free racks"
@@ -333,6 +319,19 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                     node = _new_node(b, name, pool, sku, os_name, hall.name, rack, 1 + k * node_u, index, None, node_kw, template)
                     placed.append(node)
                 rack.power_kw = round(take * node_kw, 3)
+
+
+def _rack_capacity(
+    slot: _RackSlot, reserved_u: int, node_kw: float, node_u: int, cap: int | None
+) -> tuple[int, str]:
+    """How many nodes of a SKU one rack takes, and what limits it (nodes_per_rack, power, space)."""
+    limits = [
+        (int(slot.limit_kw / node_kw + _EPS), "power"),
+        ((slot.units - reserved_u) // node_u, "space"),
+    ]
+    if cap:
+        limits.insert(0, (cap, "nodes_per_rack"))
+    return min(limits, key=lambda item: item[0])
 
 
 def _new_node(
