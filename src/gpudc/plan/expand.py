@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from gpudc.catalog import Catalog, Profile, Sku, profile_problem
 from gpudc.errors import InputError
 from gpudc.model.site import NETWORK_NAMES, HallSpec, PoolSpec, Site
-from gpudc.plan.addresses import Allocator, capacity, overlaps
+from gpudc.plan.addresses import Allocator, overlaps
 from gpudc.plan.types import (
     Cable,
     Device,
@@ -583,6 +583,11 @@ def _oob(b: _Build) -> None:
                 b.cables.append(Cable("oob", dev.name, mgmt, switch.name, str(port), "rj45-1g", "in-rack"))
 
 
+def _storage_nics_per_node(b: _Build) -> int:
+    """Storage ports cabled per node: the storage fabric is built for the widest SKU of the site."""
+    return max(int(b.catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
+
+
 def _addresses(b: _Build) -> dict[str, Allocator]:
     """Check every pool's capacity, then allocate in a fixed order."""
     site = b.site
@@ -592,7 +597,7 @@ def _addresses(b: _Build) -> dict[str, Allocator]:
     if site.fabrics.frontend is not None and site.networks.frontend is not None:
         need["frontend"] = len(b.nodes)
     if site.fabrics.storage is not None and site.networks.storage is not None:
-        need["storage"] = sum(int(b.catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
+        need["storage"] = len(b.nodes) * _storage_nics_per_node(b)
     if site.fabrics.compute is not None and site.networks.compute is not None:
         need["compute"] = sum(int(b.catalog.skus[n.sku].fact("compute_nics")) for n in b.nodes)
     allocators: dict[str, Allocator] = {}
@@ -600,12 +605,12 @@ def _addresses(b: _Build) -> dict[str, Allocator]:
         spec = getattr(site.networks, name)
         if spec is None or count == 0:
             continue
-        cap = capacity(spec)
-        if count > cap:
+        allocator = Allocator(name, spec)
+        if count > allocator.capacity:
             b.problems.append(
-                f"networks.{name}: needs {count} addresses, its prefixes hold {cap} (pool exhausted)"
+                f"networks.{name}: needs {count} addresses, its prefixes hold {allocator.capacity} (pool exhausted)"
             )
-        allocators[name] = Allocator(name, spec)
+        allocators[name] = allocator
     return allocators
 
 
@@ -659,8 +664,7 @@ def expand(site: Site, catalog: Catalog, stack: str = "", source: str | None = N
     if site.fabrics.frontend is not None:
         _ethernet_fabric(b, "frontend", 1, allocators.get("frontend"))
     if site.fabrics.storage is not None:
-        per = max(int(catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
-        _ethernet_fabric(b, "storage", per, allocators.get("storage"))
+        _ethernet_fabric(b, "storage", _storage_nics_per_node(b), allocators.get("storage"))
     if site.fabrics.inband is not None:
         _ethernet_fabric(b, "inband", 1, None)
     _oob(b)
