@@ -36,10 +36,6 @@ from gpudc.render.writer import Writer
 ETHERNET_KINDS = ("ethernet", "roce")
 #: Parallel ssh-keygen runs when a render has to make host keys.
 KEYGEN_WORKERS = 8
-#: The ASN plan of the BGP unnumbered underlay (all spines of a fabric share one ASN, each leaf
-#: has its own), the VRR MAC of the anycast gateway, default VLANs and the fabric MTU are
-#: conventions kept as data: catalog/network/conventions.yaml.
-NET = network_conventions()
 #: Installer images per OS, relative to the boot server's base URL.
 OS_BOOT = {
     "ubuntu2204": {"kind": "autoinstall", "path": "os/ubuntu-22.04", "label": "Ubuntu 22.04 live-server"},
@@ -282,8 +278,11 @@ def _cables_of(ctx: Ctx, device: str) -> list[Cable]:
 
 
 def _asn(switch: Switch, leaf_index: int) -> int:
-    base = int(NET["bgp_asn_base"]) + NET["bgp_asn_fabric_index"].get(switch.fabric, 9) * int(
-        NET["bgp_asn_fabric_stride"]
+    """The ASN plan of the BGP unnumbered underlay (catalog/network/conventions.yaml): all spines
+    of a fabric share one ASN, each leaf has its own."""
+    net = network_conventions()
+    base = int(net["bgp_asn_base"]) + net["bgp_asn_fabric_index"].get(switch.fabric, 9) * int(
+        net["bgp_asn_fabric_stride"]
     )
     return base if switch.role == "spine" else base + leaf_index
 
@@ -300,6 +299,7 @@ def render_switches(ctx: Ctx, w: Writer) -> None:
     oob_len = {p: ipaddress.IPv4Network(p).prefixlen for p in oob.prefixes}
     leaf_no: dict[str, int] = {}
     roce = any(f.name == "compute" and f.kind in ETHERNET_KINDS for f in plan.fabrics)
+    net = network_conventions()  # default VLANs, fabric MTU, VRR MAC: catalog data, read at render time
     for sw in nvue_switches(plan):
         if sw.role == "leaf":
             leaf_no[sw.fabric] = leaf_no.get(sw.fabric, 0) + 1
@@ -307,14 +307,14 @@ def render_switches(ctx: Ctx, w: Writer) -> None:
         factor = breakout_factor(sw, _fabric_rate(plan, sw.fabric))
         cages = sorted({p["cage"] for p in ports}) if factor > 1 else []
         net_pool = next((p for p in plan.pools if p.network == sw.fabric), None)
-        vlan = ctx.extras.vlans.get(sw.fabric) or NET["default_vlan"].get(sw.fabric, 100)
+        vlan = ctx.extras.vlans.get(sw.fabric) or net["default_vlan"].get(sw.fabric, 100)
         svi = None
         if sw.role == "leaf" and net_pool is not None:
             svi = [f"{gateway(p)}/{ipaddress.IPv4Network(p).prefixlen}" for p in net_pool.prefixes]
         mgmt_prefix = next(p for p in oob.prefixes if ipaddress.IPv4Address(sw.address) in ipaddress.IPv4Network(p))
         text = ctx.render(
             "switch/startup.yaml.j2", switch=sw, ports=ports, cages=cages, breakout=f"{factor}x",
-            mtu=ctx.extras.mtu.get(sw.fabric, int(NET["fabric_mtu"])), vlan=vlan, svi=svi, vrr_mac=NET["vrr_mac"],
+            mtu=ctx.extras.mtu.get(sw.fabric, int(net["fabric_mtu"])), vlan=vlan, svi=svi, vrr_mac=net["vrr_mac"],
             asn=_asn(sw, leaf_no.get(sw.fabric, 0)),
             mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
             roce=roce and sw.fabric == "compute",
