@@ -224,7 +224,6 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
         os_name = pool.os or site.site.os
         template = _expectation(site, sku, profile, os_name)
         free = [s for s in slots[hall.name] if s.free]
-        placed: list[Node] = []
         node_kw = sku.node_power_kw
         node_u = sku.node_units
         if sku.is_rack:
@@ -282,7 +281,6 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                     b.devices.append(dev)
                     rack.devices.append(dev.name)
                     switch_trays.append(dev.name)
-                placed.extend(members)
                 b.domains.append(NvlinkDomain(domain, rack.name, [n.name for n in members], switch_trays, []))
         else:
             assert pool.count is not None
@@ -316,8 +314,7 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                     name = _node_name(b, i, pool, hall, rack, index, k + 1)
                     if name is None:
                         return
-                    node = _new_node(b, name, pool, sku, os_name, hall.name, rack, 1 + k * node_u, index, None, node_kw, template)
-                    placed.append(node)
+                    _new_node(b, name, pool, sku, os_name, hall.name, rack, 1 + k * node_u, index, None, node_kw, template)
                 rack.power_kw = round(take * node_kw, 3)
 
 
