@@ -43,6 +43,9 @@ _KEY_ALGORITHMS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: After the exit status, how long to wait for the channel's EOF (output still in flight).
+EXIT_DRAIN_GRACE_S = 1.0
+
 @dataclass(frozen=True, slots=True)
 class JumpHost:
     """A bastion in OpenSSH's `[user@]host[:port]` form."""
@@ -424,6 +427,7 @@ class FanOut:
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             total_cap = self.options.max_output
+            exited_at: float | None = None
             while True:
                 while chan.recv_ready():
                     out += chan.recv(65536)
@@ -432,7 +436,11 @@ class FanOut:
                 if len(out) + len(err) > total_cap:
                     return HostResult("", "error", f"output exceeds {total_cap} bytes; closed")
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
+                    # sshd may send the exit status before the last output: wait for EOF, but only
+                    # briefly, since a leftover child holding the pipes open never sends one
+                    exited_at = exited_at or time.monotonic()
+                    if chan.eof_received or time.monotonic() - exited_at >= EXIT_DRAIN_GRACE_S:
+                        break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return HostResult("", status, stdout=out.decode("utf-8", "replace"))
