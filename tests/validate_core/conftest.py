@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -8,11 +11,17 @@ from typing import Any
 
 import pytest
 
+from gpudc.lab import gpu_state
+from gpudc.lab.nvml import NvmlBuildError, build_library
 from gpudc.plan.types import Expectation
 from gpudc.validate.analyze import expectation_for_sku
 from gpudc.validate.policy import Policy, load_policy
+from gpudc.validate.probe import parse_output, probe_command, probe_source
 
-SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SAMPLES = FIXTURES / "samples"
+#: captured on a machine with a real GPU by tests/fixtures/real/capture.sh
+REAL = FIXTURES / "real"
 
 
 class FakeHistory:
@@ -135,3 +144,35 @@ def healthy_facts(*, gb200: bool = False) -> dict[str, Any]:
             "ib_ports": [],
         }
     )
+
+
+@pytest.fixture(scope="session")
+def sim_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's simulated libnvidia-ml.so, built from NVIDIA's nvml.h."""
+    try:
+        return build_library(tmp_path_factory.mktemp("simnvml"))
+    except NvmlBuildError as exc:  # a missing compiler is a broken CI image, not a skip
+        pytest.fail(f"cannot build the simulated NVML: {exc}")
+
+
+def run_sim_probe(
+    lib: Path, tmp_path: Path, state: dict[str, Any], kern_lines: list[str], call_timeout: float = 1.0
+) -> dict[str, Any]:
+    """The real probe script, run as a node runs it, over the simulated NVML in `state`."""
+    state_file = tmp_path / "state.json"
+    state_file.write_text(gpu_state.dumps(state))
+    kern = tmp_path / "kern.log"
+    kern.write_text("".join(line + "\n" for line in kern_lines))
+    env = dict(os.environ, LD_LIBRARY_PATH=str(lib.parent), GPUDC_LAB_NVML_STATE=str(state_file))
+    cmd = probe_command("quick", call_timeout, []).split()
+    cmd[0] = sys.executable
+    proc = subprocess.run(
+        [*cmd, "--kern-log", str(kern)],
+        input=probe_source(),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return parse_output(proc.stdout)

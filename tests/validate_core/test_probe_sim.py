@@ -6,56 +6,21 @@ the expectation drops them; tests/validate (validator-run) covers them on lab ho
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
+from gpudc.lab import gpu_state
+from gpudc.plan import load_plan
 from gpudc.validate.checks import evaluate
 from gpudc.validate.policy import load_policy
-from gpudc.validate.probe import parse_output, probe_command, probe_source
 
-gpu_state = pytest.importorskip(
-    "gpudc.lab.gpu_state", reason="the lab's GPU simulation is not in this checkout"
-)
-from gpudc.lab.nvml import NvmlBuildError, build_library  # noqa: E402
-from gpudc.plan import load_plan  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        return build_library(tmp_path_factory.mktemp("simnvml"))
-    except NvmlBuildError as exc:  # a missing compiler is a broken CI image, not a skip
-        pytest.fail(f"cannot build the simulated NVML: {exc}")
+from .conftest import run_sim_probe as _probe
 
 
 @pytest.fixture(scope="module")
 def plan():  # type: ignore[no-untyped-def]
     return load_plan("lab")
-
-
-def _probe(lib: Path, tmp_path: Path, state: dict, kern_lines: list[str], call_timeout: float = 1.0) -> dict:
-    state_file = tmp_path / "state.json"
-    state_file.write_text(gpu_state.dumps(state))
-    kern = tmp_path / "kern.log"
-    kern.write_text("".join(line + "\n" for line in kern_lines))
-    env = dict(os.environ, LD_LIBRARY_PATH=str(lib.parent), GPUDC_LAB_NVML_STATE=str(state_file))
-    cmd = probe_command("quick", call_timeout, []).split()
-    cmd[0] = sys.executable
-    proc = subprocess.run(
-        [*cmd, "--kern-log", str(kern)],
-        input=probe_source(),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return parse_output(proc.stdout)
 
 
 def _expected(node):  # type: ignore[no-untyped-def]
@@ -67,9 +32,9 @@ def _judged(findings):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("name", ["h200-01", "gb200-01"])
-def test_healthy_lab_node_passes(lib, plan, tmp_path, name) -> None:
+def test_healthy_lab_node_passes(sim_lib, plan, tmp_path, name) -> None:
     node = plan.node(name)
-    facts = _probe(lib, tmp_path, gpu_state.healthy_state(node), [])
+    facts = _probe(sim_lib, tmp_path, gpu_state.healthy_state(node), [])
     assert facts["source"] == "nvml" and facts["gpu_count"] == node.expected.gpu_count
     assert len(facts["gpus"][0]["nvlink"]) == node.expected.nvlink_count
     v = evaluate(name, facts, _expected(node), load_policy())
@@ -102,10 +67,10 @@ FAULTS = [
     FAULTS,
     ids=[f"{f[1]}-{f[2]}" for f in FAULTS],
 )
-def test_fault_is_detected(lib, plan, tmp_path, name, fault, arg, check, verdict, action, gpu) -> None:
+def test_fault_is_detected(sim_lib, plan, tmp_path, name, fault, arg, check, verdict, action, gpu) -> None:
     node = plan.node(name)
     state, lines = gpu_state.apply_fault(gpu_state.healthy_state(node), fault, arg)
-    facts = _probe(lib, tmp_path, state, lines)
+    facts = _probe(sim_lib, tmp_path, state, lines)
     v = evaluate(name, facts, _expected(node), load_policy())
     hits = [f for f in v.findings if f.check == check]
     assert hits, [f.to_dict() for f in v.findings]

@@ -44,35 +44,60 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stack", help="site stack: a name in stacks/ or a path")
     p.add_argument("--limit", help="comma-separated patterns on node, pool, rack, hall names (fnmatch)")
-    p.add_argument("--level", choices=LEVELS, default="quick", help="quick (default), standard (+dcgmi diag -r 2), full")
+    p.add_argument(
+        "--level", choices=LEVELS, default="quick", help="quick (default), standard (+dcgmi diag -r 2), full"
+    )
     p.add_argument("--json", metavar="FILE", type=Path, help="verdicts as JSON ('-' for stdout)")
     p.add_argument("--junit", metavar="FILE", type=Path, help="JUnit XML, one testcase per node x check")
     p.add_argument("--html", metavar="FILE", type=Path, help="self-contained HTML report")
     p.add_argument("--prom", metavar="FILE", type=Path, help="Prometheus textfile metrics")
     p.add_argument("--known-hosts", type=Path, help="known_hosts to check host keys against")
-    p.add_argument("--identity", type=Path, help="private key file (default: the site's controller key; "
-                   "the ssh-agent when none)")
-    p.add_argument("--jump", metavar="[USER@]HOST[:PORT]", help="reach nodes through this bastion (ProxyJump)")
-    p.add_argument("--tofu", action="store_true", help="trust and record unknown host keys (changed keys are "
-                   "still refused)")
+    p.add_argument(
+        "--identity",
+        type=Path,
+        help="private key file (default: the site's controller key; the ssh-agent when none)",
+    )
+    p.add_argument(
+        "--jump", metavar="[USER@]HOST[:PORT]", help="reach nodes through this bastion (ProxyJump)"
+    )
+    p.add_argument(
+        "--tofu",
+        action="store_true",
+        help="trust and record unknown host keys (changed keys are still refused)",
+    )
     p.add_argument("--user", default="root", help="remote user (default root)")
     p.add_argument("--port", type=int, default=22, help="SSH port of the nodes (default 22)")
     p.add_argument("--history", type=Path, help="history database (default $GPUDC_HISTORY or the state dir)")
     p.add_argument("--no-history", action="store_true", help="neither read nor record the history")
     p.add_argument("--parallel", type=int, default=64, metavar="N", help="nodes probed at once (default 64)")
-    p.add_argument("--timeout", type=float, metavar="S", help="per-node probe timeout in seconds "
-                   "(default: the level's budget)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="TCP + SSH handshake (10)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="per-node probe timeout in seconds (default: the level's budget)",
+    )
+    p.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="S", help="TCP + SSH handshake (10)"
+    )
     p.add_argument("--deadline", type=float, metavar="S", help="stop the whole run after S seconds")
-    p.add_argument("--nvml-timeout", type=float, default=5.0, metavar="S", help="deadline of each NVML call (5)")
+    p.add_argument(
+        "--nvml-timeout", type=float, default=5.0, metavar="S", help="deadline of each NVML call (5)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--reprovision-failed", action="store_true",
-                   help="hand every node whose action is reboot or reprovision to `gpudc reprovision`")
-    p.add_argument("--yes", action="store_true", help="with --reprovision-failed: do not ask for confirmation")
+    p.add_argument(
+        "--reprovision-failed",
+        action="store_true",
+        help="hand every node whose action is reboot or reprovision to `gpudc reprovision`",
+    )
+    p.add_argument(
+        "--yes", action="store_true", help="with --reprovision-failed: do not ask for confirmation"
+    )
     p.set_defaults(handler=_validate)
     sub = p.add_subparsers(dest="validate_command", metavar="{history}")
     sub.required = False
-    h = sub.add_parser("history", help="past verdicts of a node", description="Past verdicts of a node, newest first.")
+    h = sub.add_parser(
+        "history", help="past verdicts of a node", description="Past verdicts of a node, newest first."
+    )
     h.add_argument("node")
     h.add_argument("--history", dest="history_file", type=Path, help="history database")
     h.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
@@ -239,8 +264,15 @@ def _history(args: argparse.Namespace) -> int:
     for p in past:
         item = p.to_dict()
         verdict = Verdict(args.node, p.verdict, p.action, p.findings)  # type: ignore[arg-type]
-        table.add_row(str(p.run_id), item["time"], p.stack, p.level, Text(p.verdict, style=STYLES.get(p.verdict, "")),
-                      p.action, _reasons(verdict))
+        table.add_row(
+            str(p.run_id),
+            item["time"],
+            p.stack,
+            p.level,
+            Text(p.verdict, style=STYLES.get(p.verdict, "")),
+            p.action,
+            _reasons(verdict),
+        )
     console.print(table)
     return 0
 
@@ -261,8 +293,13 @@ def _analyze(args: argparse.Namespace) -> int:
         for col in ("severity", "check", "gpu", "action", "message"):
             table.add_column(col, overflow="fold", no_wrap=col not in ("message",))
         for f in verdict.findings:
-            table.add_row(Text(f.severity, style=STYLES[f.severity]), f.check, "" if f.gpu is None else str(f.gpu),
-                          f.action, f.message)
+            table.add_row(
+                Text(f.severity, style=STYLES[f.severity]),
+                f.check,
+                "" if f.gpu is None else str(f.gpu),
+                f.action,
+                f.message,
+            )
         if verdict.findings:
             console.print(table)
     return 1 if verdict.verdict == "fail" else 0

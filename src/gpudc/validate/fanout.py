@@ -46,6 +46,7 @@ _KEY_ALGORITHMS: dict[str, tuple[str, ...]] = {
 #: After the exit status, how long to wait for the channel's EOF (output still in flight).
 EXIT_DRAIN_GRACE_S = 1.0
 
+
 @dataclass(frozen=True, slots=True)
 class JumpHost:
     """A bastion in OpenSSH's `[user@]host[:port]` form."""
@@ -221,7 +222,9 @@ class _KnownHosts:
             except (OSError, paramiko.SSHException, ValueError) as exc:
                 raise InputError(f"{path}: unreadable known_hosts ({exc})") from None
         elif not tofu:
-            raise InputError(f"{path}: known_hosts file not found (give --known-hosts, or --tofu to create it)")
+            raise InputError(
+                f"{path}: known_hosts file not found (give --known-hosts, or --tofu to create it)"
+            )
 
     def known(self, names: Sequence[str]) -> tuple[str, dict[str, paramiko.PKey]]:
         """The first name with entries, and its keys by type ({} when none is known)."""
@@ -264,7 +267,9 @@ class _KnownHosts:
             if known:  # another thread recorded it meanwhile
                 if known.get(key.get_name()) is not None and known[key.get_name()].asbytes() == key.asbytes():
                     return
-                raise _Refused("host_key", f"{where}: host key changed while being recorded; refused", presented)
+                raise _Refused(
+                    "host_key", f"{where}: host key changed while being recorded; refused", presented
+                )
             for n in names:
                 self.keys.add(n, key.get_name(), key)
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +304,9 @@ class FanOut:
 
     # -- connection -------------------------------------------------------------------------
 
-    def _socket(self, address: str, port: int, deadline: float, where: str) -> socket.socket | paramiko.Channel:
+    def _socket(
+        self, address: str, port: int, deadline: float, where: str
+    ) -> socket.socket | paramiko.Channel:
         timeout = max(0.001, min(self.options.connect_timeout, deadline - time.monotonic()))
         if self.options.jump is not None:
             jump = self._jump_transport(deadline)
@@ -310,7 +317,9 @@ class FanOut:
                     "unreachable", f"{where}: jump host {self.options.jump} could not connect: {exc.text}"
                 ) from None
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise _Refused("unreachable", f"{where}: via jump host {self.options.jump}: {_why(exc)}") from None
+                raise _Refused(
+                    "unreachable", f"{where}: via jump host {self.options.jump}: {_why(exc)}"
+                ) from None
         try:
             return socket.create_connection((address, port), timeout=timeout)
         except TimeoutError:
@@ -329,7 +338,8 @@ class FanOut:
             where = f"jump host {jump}"
             try:
                 sock = socket.create_connection(
-                    (jump.host, jump.port), timeout=min(self.options.connect_timeout, deadline - time.monotonic())
+                    (jump.host, jump.port),
+                    timeout=min(self.options.connect_timeout, deadline - time.monotonic()),
                 )
             except OSError as exc:
                 self._jump_error = _Refused("unreachable", f"{where}: connect failed: {_why(exc)}")
@@ -360,7 +370,9 @@ class FanOut:
             security = transport.get_security_options()
             security.key_types = self.known_hosts.preferred_types(known, security.key_types)
             try:
-                transport.start_client(timeout=max(0.001, min(opts.connect_timeout, deadline - time.monotonic())))
+                transport.start_client(
+                    timeout=max(0.001, min(opts.connect_timeout, deadline - time.monotonic()))
+                )
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise _Refused("unreachable", f"{where}: SSH handshake failed: {_why(exc)}") from None
             if transport.host_key is None:  # start_client returns quietly on its timeout
@@ -395,7 +407,9 @@ class FanOut:
             fp = fingerprint(transport.get_remote_server_key())
             timeout_s = opts.command_timeout
             remote = f"timeout -k 5 {max(1, int(timeout_s) + 1)} sh -c {shlex.quote(command)}"
-            result = self._exec(transport, remote, stdin, min(self._run_deadline, time.monotonic() + timeout_s))
+            result = self._exec(
+                transport, remote, stdin, min(self._run_deadline, time.monotonic() + timeout_s)
+            )
             result.name, result.fingerprint = target.name, fp
             if result.status == "timeout":
                 result.message = f"{where}: command did not finish within {timeout_s:g}s; closed"
@@ -414,7 +428,9 @@ class FanOut:
         return result
 
     def _exec(self, transport: paramiko.Transport, command: str, stdin: bytes, deadline: float) -> HostResult:
-        chan = transport.open_session(timeout=max(0.001, min(self.options.connect_timeout, deadline - time.monotonic())))
+        chan = transport.open_session(
+            timeout=max(0.001, min(self.options.connect_timeout, deadline - time.monotonic()))
+        )
         status: Status = "deadline" if deadline >= self._run_deadline else "timeout"
         try:
             chan.settimeout(max(0.001, deadline - time.monotonic()))
@@ -480,7 +496,9 @@ class FanOut:
             try:
                 result = self.run_one(target, cmd, stdin)
             except Exception as exc:  # a bug must not take the run down; report it per host
-                result = HostResult(target.name, "error", f"{target.name}: internal error: {type(exc).__name__}")
+                result = HostResult(
+                    target.name, "error", f"{target.name}: internal error: {type(exc).__name__}"
+                )
             if on_result is not None:
                 on_result(result)
             return result

@@ -397,7 +397,12 @@ def _uuid_text(raw: bytes) -> str:
 
 def remap_facts(corr: int | None, unc: int | None, pending: Any, failure: Any) -> dict[str, Any]:
     """Remapped rows in the facts shape, whichever source (NVML, -q -x, -q text) read them."""
-    return {"correctable": corr or 0, "uncorrectable": unc or 0, "pending": bool(pending), "failure": bool(failure)}
+    return {
+        "correctable": corr or 0,
+        "uncorrectable": unc or 0,
+        "pending": bool(pending),
+        "failure": bool(failure),
+    }
 
 
 def retired_facts(sbe: int | None, dbe: int | None, pending: Any) -> dict[str, Any] | None:
@@ -438,6 +443,21 @@ def _recovery_text(text: str | None) -> str | None:
     t = text.strip().lower().replace(" ", "_").replace("-", "_")
     aliases = {"reset": "gpu_reset", "reboot": "node_reboot", "drain_p2p": "drain_p2p"}
     return aliases.get(t, t)
+
+
+def fabric_not_reported(block_present: bool) -> dict[str, Any] | None:
+    """nvidia-smi's Fabric block with State N/A is NVML's "not supported" (GPUs without a
+    multi-node NVLink fabric); no block at all (older drivers) is unknown."""
+    if not block_present:
+        return None
+    return {
+        "state": FABRIC_STATES[0],
+        "status": None,
+        "clique_id": None,
+        "cluster_uuid": None,
+        "health_mask": None,
+        "health_summary": FABRIC_SUMMARY[0],
+    }
 
 
 def parse_nvsmi_xml(text: str) -> dict[str, Any]:
@@ -571,7 +591,7 @@ def parse_nvsmi_xml(text: str) -> dict[str, Any]:
                 "route_unhealthy": bool(mask_bits & (1 << 4)),
             }
         else:
-            gpu["fabric"] = None
+            gpu["fabric"] = fabric_not_reported(fab is not None)
         out["gpus"].append(gpu)
     return out
 
@@ -624,8 +644,8 @@ def collect_nvsmi(facts: dict[str, Any], timeout: float) -> None:
     if res is not None and res[0] == 0:
         links = parse_nvlink_status(res[1])
         for gpu in facts["gpus"]:
-            if gpu["index"] in links:
-                gpu["nvlink"] = links[gpu["index"]]
+            # a GPU that `nvlink -s` does not list has no NVLinks (as NVML reports it: none)
+            gpu["nvlink"] = links.get(gpu["index"], [])
 
 
 # ---------------------------------------------------------------------------------------------

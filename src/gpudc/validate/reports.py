@@ -91,7 +91,9 @@ def to_junit(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunI
     that has a finding. A fail finding is a <failure>; an unreachable node is one <error> test
     (`reach`) and its other checks are <skipped>; warn and info findings go to <system-out>."""
     info = info or RunInfo()
-    all_checks = sorted({*checks, *(f.check for v in verdicts if v.verdict != "unreachable" for f in v.findings)})
+    all_checks = sorted(
+        {*checks, *(f.check for v in verdicts if v.verdict != "unreachable" for f in v.findings)}
+    )
     suite = ET.Element("testsuite", name=f"gpudc validate {info.stack}".strip(), timestamp=info.started_iso)
     tests = failures = errors = skipped = 0
     for verdict in verdicts:
@@ -100,7 +102,9 @@ def to_junit(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunI
             by_check.setdefault(f.check, []).append(f)
         if verdict.verdict == "unreachable":
             case = ET.SubElement(suite, "testcase", classname=verdict.node, name="reach")
-            err = ET.SubElement(case, "error", type=verdict.findings[0].check if verdict.findings else "unreachable")
+            err = ET.SubElement(
+                case, "error", type=verdict.findings[0].check if verdict.findings else "unreachable"
+            )
             err.set("message", _first_line(verdict.findings))
             err.text = "\n".join(_finding_text(f) for f in verdict.findings)
             tests, errors = tests + 1, errors + 1
@@ -115,7 +119,9 @@ def to_junit(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunI
             found = by_check.get(check, [])
             fails = [f for f in found if f.severity == "fail"]
             if fails:
-                failure = ET.SubElement(case, "failure", type=max((f.action for f in fails), key=ACTION_ORDER.index))
+                failure = ET.SubElement(
+                    case, "failure", type=max((f.action for f in fails), key=ACTION_ORDER.index)
+                )
                 failure.set("message", _first_line(fails))
                 failure.text = "\n".join(_finding_text(f) for f in fails)
                 failures += 1
@@ -133,7 +139,9 @@ def to_junit(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunI
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(path: Path, verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None) -> None:
+def write_junit(
+    path: Path, verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None
+) -> None:
     _write_atomic(path, to_junit(verdicts, checks, info))
 
 
@@ -149,7 +157,9 @@ def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
 
 
-def to_prometheus(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None) -> str:
+def to_prometheus(
+    verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None
+) -> str:
     info = info or RunInfo()
     site = info.site or info.stack
     lines: list[str] = []
@@ -170,13 +180,20 @@ def to_prometheus(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info:
         "gpudc_node_verdict",
         "gauge",
         "1 for the node's last validation verdict (one series per possible verdict).",
-        [({"site": site, "node": v.node, "verdict": name}, float(v.verdict == name)) for v in verdicts for name in VERDICTS],
+        [
+            ({"site": site, "node": v.node, "verdict": name}, float(v.verdict == name))
+            for v in verdicts
+            for name in VERDICTS
+        ],
     )
     metric(
         "gpudc_node_action",
         "gauge",
         "Strength of the node's recommended action: 0 none, 1 drain, 2 reset_gpu, 3 reboot, 4 reprovision, 5 rma.",
-        [({"site": site, "node": v.node, "action": v.action}, float(ACTION_ORDER.index(v.action))) for v in verdicts],
+        [
+            ({"site": site, "node": v.node, "action": v.action}, float(ACTION_ORDER.index(v.action)))
+            for v in verdicts
+        ],
     )
     all_checks = sorted({*checks, *(f.check for v in verdicts for f in v.findings)})
     samples: list[tuple[dict[str, str], float]] = []
@@ -194,7 +211,9 @@ def to_prometheus(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info:
         "Worst severity of the check's findings on the node: 0 pass or info, 1 warn, 2 fail.",
         samples,
     )
-    per_severity: Counter[tuple[str, str]] = Counter((v.node, f.severity) for v in verdicts for f in v.findings)
+    per_severity: Counter[tuple[str, str]] = Counter(
+        (v.node, f.severity) for v in verdicts for f in v.findings
+    )
     metric(
         "gpudc_node_findings",
         "gauge",
@@ -212,12 +231,18 @@ def to_prometheus(verdicts: Sequence[Verdict], checks: Sequence[str] = (), info:
             "When the last validation run started (Unix time).",
             [({"site": site}, float(int(info.started)))],
         )
-        metric("gpudc_validate_duration_seconds", "gauge", "Duration of the last validation run.",
-               [({"site": site}, round(info.seconds, 3))])
+        metric(
+            "gpudc_validate_duration_seconds",
+            "gauge",
+            "Duration of the last validation run.",
+            [({"site": site}, round(info.seconds, 3))],
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_prometheus(path: Path, verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None) -> None:
+def write_prometheus(
+    path: Path, verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None
+) -> None:
     _write_atomic(path, to_prometheus(verdicts, checks, info))
 
 
@@ -249,7 +274,9 @@ def to_html(verdicts: Sequence[Verdict], info: RunInfo | None = None) -> str:
                 "findings": [f.to_dict() for f in findings],
                 "summary": "; ".join(f.message for f in findings if f.severity != "info")[:300],
                 "flaps": (info.flapping or {}).get(v.node, 0),
-                "search": " ".join([v.node, v.verdict, v.action, *(f"{f.check} {f.message}" for f in findings)]).lower(),
+                "search": " ".join(
+                    [v.node, v.verdict, v.action, *(f"{f.check} {f.message}" for f in findings)]
+                ).lower(),
             }
         )
     template = _environment().get_template(HTML_TEMPLATE)

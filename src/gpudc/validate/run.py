@@ -72,7 +72,9 @@ def select_nodes(plan: Plan, limit: str | None) -> list[Node]:
         if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n):
             chosen.append(node)
     if not chosen:
-        raise InputError(f"--limit {limit!r}: matches no node, pool, rack or hall of stack {plan.site.stack!r}")
+        raise InputError(
+            f"--limit {limit!r}: matches no node, pool, rack or hall of stack {plan.site.stack!r}"
+        )
     return chosen
 
 
@@ -83,7 +85,7 @@ def _threshold(policy: Policy, name: str) -> int:
 
 def _tail(text: str, limit: int = 200) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else "..." + flat[-(limit - 3):]
+    return flat if len(flat) <= limit else "..." + flat[-(limit - 3) :]
 
 
 def _facts_or_verdict(result: HostResult) -> tuple[dict[str, Any] | None, Verdict | None]:
@@ -99,8 +101,9 @@ def _facts_or_verdict(result: HostResult) -> tuple[dict[str, Any] | None, Verdic
             why = "python3 is not installed on the node (exit 127)"
         elif result.exit_status not in (0, None):
             why = f"{why} (exit status {result.exit_status})"
-        return None, Verdict.unreachable(result.name, "probe.output", f"probe output unusable: {why}",
-                                         _tail(result.stderr))
+        return None, Verdict.unreachable(
+            result.name, "probe.output", f"probe output unusable: {why}", _tail(result.stderr)
+        )
 
 
 @contextmanager

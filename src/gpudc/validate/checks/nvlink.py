@@ -25,9 +25,14 @@ def check(ctx: Context) -> list[Finding]:
                 ctx.finding(
                     "nvlink",
                     "nvlink_inactive",
-                    f"{len(active)} of {exp.nvlink_count} NVLinks active on GPU {i}",
+                    f"{len(active)} of {exp.nvlink_count} NVLinks active on GPU {i}"
+                    if rows
+                    else f"GPU {i} reports no NVLinks ({exp.nvlink_count} expected)",
                     i,
-                    f"inactive links: {', '.join(str(x) for x in inactive) or 'none reported'}",
+                    f"inactive links: {', '.join(str(x) for x in inactive)}"
+                    if inactive
+                    else "the driver lists no NVLink on this GPU (passthrough without NVSwitch, "
+                    "or links not trained)",
                 )
             )
         elif exp is None and inactive:

@@ -12,6 +12,7 @@ def _installed(status: str) -> bool:
     installed, no error flag."""
     return len(status) >= 2 and status[0] in "ih" and status[1] == "i" and status[2:].strip() == ""
 
+
 def check(ctx: Context) -> list[Finding]:
     facts, exp = ctx.facts, ctx.expected
     out: list[Finding] = []

@@ -43,7 +43,8 @@ def gpu_for(dev: str, gpus: Iterable[Any], pci_devices: Any = None) -> int | Non
     if not isinstance(pci_devices, list):
         return None
     pci_gpus = sorted(
-        str(d.get("bdf", "")).lower() for d in pci_devices
+        str(d.get("bdf", "")).lower()
+        for d in pci_devices
         if isinstance(d, dict) and str(d.get("class", "")).startswith("03")
     )
     if len(pci_gpus) != len(gpus):

@@ -17,6 +17,7 @@ from gpudc.validate.probe_script import (
     _num,
     _recovery_text,
     _yes,
+    fabric_not_reported,
     norm_bdf,
     remap_facts,
     retired_facts,
@@ -190,7 +191,7 @@ def _gpu_facts(index: int, bdf: str, g: _Gpu) -> dict[str, Any]:
             "route_unhealthy": bool(_yes(g.get("Fabric", "Health", "Route Unhealthy"))),
         }
     else:
-        gpu["fabric"] = None
+        gpu["fabric"] = fabric_not_reported(bool(g.section("Fabric")))
     return gpu
 
 
