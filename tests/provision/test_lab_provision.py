@@ -19,7 +19,7 @@ import yaml
 from gpudc.plan import load_plan
 from gpudc.plan.types import Plan
 from gpudc.provision.access import Access, ensure_standins, lab_extra_vars
-from gpudc.provision.runner import ProvisionResult, run_provision
+from gpudc.provision.runner import ProvisionResult, ansible_home, run_provision
 from gpudc.provision.standin import publish_to_lab, withdraw_newer_from_lab
 
 pytestmark = pytest.mark.lab
@@ -118,6 +118,10 @@ def test_site_converges_and_second_run_changes_nothing(plan: Plan, first_runs: t
     summary = json.loads((second.artifacts_dir / "summary.json").read_text())
     assert summary["hosts"] == second.to_dict()["hosts"] and summary["rc"] == 0
     assert "unreachable" in (second.artifacts_dir / "summary.txt").read_text()
+    # the fact cache is gpudc's, kept across runs (not a fresh folder per run)
+    facts = ansible_home(plan.site.name) / "facts"
+    assert {h for h in hosts if any(p.name.endswith(h) for p in facts.iterdir())} == hosts
+    assert not (second.artifacts_dir / "artifacts" / "run" / "fact_cache").exists()
 
 
 def test_hgx_gets_fabric_manager_at_the_driver_version(plan: Plan, first_runs: Any) -> None:
@@ -298,3 +302,21 @@ def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: Access, fir
         assert version(TRAY2, package) == want, package
     assert sh(TRAY2, "systemctl is-active nvidia-imex").strip() == "active"
     assert sh(TRAY2, "cat /etc/nvidia-imex/nodes_config.cfg").split() == exp.imex_peers
+
+
+def test_a_changed_host_key_stops_the_connection(
+    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path
+) -> None:
+    """A host whose key is not the one known is refused: HGX's entry carries TRAY's key, so
+    whoever answers at HGX's address is not trusted. Nothing runs there."""
+    lines = [ln for ln in access.known_hosts.read_text().splitlines() if ln.strip()]
+    names = {ln: ln.split()[0].split(",") for ln in lines}
+    tray_key = next(ln.split(None, 1)[1] for ln in lines if TRAY in names[ln])
+    hgx_line = next(ln for ln in lines if HGX in names[ln])
+    forged = [ln for ln in lines if ln != hgx_line] + [f"{hgx_line.split()[0]} {tray_key}"]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("\n".join(forged) + "\n")
+    result = run_provision(plan, ssh_key=access.ssh_key, known_hosts=known_hosts, extra_vars=access.extra_vars,
+                           artifacts_dir=tmp_path / "run", limit=HGX)
+    assert result.exit_code == 3, result.to_dict()
+    assert result.hosts[HGX]["unreachable"] is True and result.hosts[HGX]["changed"] == 0

@@ -52,6 +52,7 @@ def test_environment_checks_host_keys_and_keeps_state_out_of_home(tmp_path: Path
     tuned_env = environment(site="lab", ssh_key=None, known_hosts=kh, hosts=8, tuned=True, run_dir=tmp_path)
     assert tuned_env["ANSIBLE_PIPELINING"] == "True" and tuned_env["ANSIBLE_CACHE_PLUGIN"] == "jsonfile"
     assert tuned_env["ANSIBLE_FORKS"] == "8"
+    assert tuned_env["ANSIBLE_CACHE_PLUGIN_CONNECTION"].startswith(tuned_env["ANSIBLE_HOME"])
 
 
 def test_unreachable_hosts_are_reported_not_raised(tmp_path: Path) -> None:
