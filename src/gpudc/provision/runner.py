@@ -106,8 +106,9 @@ def environment(
     """The ANSIBLE_* environment of a run (no secret: key and known_hosts are paths)."""
     home = ansible_home(site)
     venv_bin = str(Path(sys.executable).parent)
-    control_dir = Path(tempfile.gettempdir()) / f"gpudc-cp-{os.getuid()}"
-    control_dir.mkdir(mode=0o700, exist_ok=True)
+    # One control dir per run: a multiplexed session reuses a master without checking the host
+    # key again, so masters must never outlive the known_hosts they were checked against.
+    control_dir = Path(tempfile.mkdtemp(prefix="gpudc-cp-"))
     ssh_args = [
         "-o StrictHostKeyChecking=yes",
         "-o GlobalKnownHostsFile=/dev/null",
@@ -279,6 +280,7 @@ def run_provision(
         timeout=TASK_TIMEOUT_S * 4,
     )
     duration = time.monotonic() - started
+    shutil.rmtree(env["ANSIBLE_SSH_CONTROL_PATH_DIR"], ignore_errors=True)
     _scrub_artifacts(run_dir)
     stats = runner.stats or {}
     if runner.rc == 127 or not stats:
