@@ -24,10 +24,13 @@ def ssh(doc: dict[str, Any], node: str, command: str, stdin: str | None = None,
 
 
 def probe(doc: dict[str, Any], node: str, timeout_s: int = 20) -> dict[str, Any] | None:
-    """The NVML probe's JSON from a host, or None when it did not finish within timeout_s."""
+    """The NVML probe's JSON from a host, None when it did not finish within timeout_s, or
+    {"crashed": "SIGSEGV"} when NVML faulted."""
     result = ssh(doc, node, f"timeout {timeout_s} python3 -", stdin=PROBE, timeout=timeout_s + 15)
     if result.returncode == 124:
         return None
+    if result.returncode == 128 + 11:
+        return {"crashed": "SIGSEGV"}
     assert result.returncode == 0, f"{node}: probe failed: {result.stderr}"
     data: dict[str, Any] = json.loads(result.stdout)
     return data

@@ -53,6 +53,7 @@ GPU_CASES: list[tuple[str, str | None, str, Check]] = [
     ("driver-mismatch", "565.57.01", H200, lambda d, b: d is not None and d["driver"] == "565.57.01"),
     ("xid", "48", H200, lambda d, b: _xid(d, 48)),
     ("hung-nvml", None, H200, lambda d, b: d is None),
+    ("crash-nvml", None, H200, lambda d, b: d == {"crashed": "SIGSEGV"}),
 ]
 
 

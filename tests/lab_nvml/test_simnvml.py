@@ -399,6 +399,9 @@ def test_every_gpu_fault_is_visible(
     hung, _ = apply_fault(h200, "hung-nvml")
     assert hung["hang"]["calls"] == ["device-queries"]
     seen.add("hung-nvml")  # that it blocks is test_hung_nvml_blocks_device_queries
+    crash, _ = apply_fault(h200, "crash-nvml", "nvmlDeviceGetTemperature")
+    assert crash["crash"] == {"calls": ["nvmlDeviceGetTemperature"]}
+    seen.add("crash-nvml")  # that it faults is test_crash_nvml_faults_the_call
     assert seen == set(GPU_FAULTS)
 
 
@@ -653,3 +656,14 @@ def test_lspci_shows_gpu_faults(tmp_path: Path, h200: dict[str, Any]) -> None:
     degraded, _ = apply_fault(h200, "pcie-degraded", "0")
     vv = lspci(write_state(tmp_path, degraded, "d.json"), "-vv", "-s", "1b:00.0")
     assert "\t\tLnkSta:\tSpeed 16GT/s (downgraded), Width x8 (downgraded)" in vv
+
+
+def test_crash_nvml_faults_the_call(lib_dir: Path, tmp_path: Path, h200: dict[str, Any]) -> None:
+    """crash-nvml: the named call dies with SIGSEGV on the named GPU; other GPUs answer."""
+    state = json.loads(dumps(h200))
+    state["crash"] = {"calls": ["nvmlDeviceGetTemperature"], "gpus": [3]}
+    path = write_state(tmp_path, state)
+    fine = run_py(lib_dir, path, HANG.replace("sys.argv[1]", "1"))
+    dead = run_py(lib_dir, path, HANG.replace("sys.argv[1]", "3"))
+    assert fine.returncode == 0 and "returned" in fine.stdout
+    assert dead.returncode == -11 and "handle 8" in dead.stdout and "returned" not in dead.stdout

@@ -57,6 +57,7 @@ FAULTS = [
     ("h200-01", "xid", "79:2", "xid:79", "fail", "reboot", 2),
     ("h200-01", "xid", "94:1", "xid:94", "warn", "none", 1),
     ("h200-01", "hung-nvml", None, "nvml", "fail", "reboot", 0),
+    ("h200-01", "crash-nvml", None, "nvml", "fail", "reboot", 0),
     ("gb200-01", "gb200-clique-zero", None, "fabric", "fail", "reset_gpu", 0),
     ("gb200-01", "xid", "149:0", "xid:149", "fail", "reset_gpu", 0),
 ]
@@ -79,3 +80,20 @@ def test_fault_is_detected(sim_lib, plan, tmp_path, name, fault, arg, check, ver
     if fault == "hung-nvml":
         assert hits[0].message.startswith("nvml hung in nvmlDevice")
         assert facts["duration_s"] < 15  # bounded: a few call deadlines, not the 3600 s hang
+
+
+def test_nvml_crash_is_contained(sim_lib, plan, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """NVML faulting (SIGSEGV) on GPU 3 ends only the probe's NVML process: the finding names the
+    call and GPU, and the kernel-log step still reports the XID that came before the crash."""
+    node = plan.node("h200-01")
+    state, lines = gpu_state.apply_fault(gpu_state.healthy_state(node), "xid", "79:3")
+    state["crash"] = {"calls": ["device-queries"], "gpus": [3]}
+    facts = _probe(sim_lib, tmp_path, state, lines)
+    crash = facts["nvml_crash"]
+    assert crash["signal"] == "SIGSEGV" and crash["gpu"] == 3 and crash["call"].startswith("nvmlDevice")
+    assert [x["xid"] for x in facts["xids"]] == [79]
+    v = evaluate("h200-01", facts, _expected(node), load_policy())
+    nvml = [f for f in v.findings if f.check == "nvml"]
+    assert [(f.severity, f.action, f.gpu) for f in nvml] == [("fail", "reboot", 3)]
+    assert nvml[0].message.startswith("nvml crashed (SIGSEGV) in nvmlDevice")
+    assert any(f.check == "xid:79" for f in v.findings)

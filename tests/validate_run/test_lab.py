@@ -115,6 +115,7 @@ BATCHES: list[list[tuple[str, str, str | None, str, str, str, int | None]]] = [
     [
         ("h200-01", "hung-nvml", None, "nvml", "fail", "reboot", 0),
         ("h200-02", "fabric-unhealthy", None, "fabric", "fail", "reset_gpu", 0),
+        ("gb200-01", "crash-nvml", None, "nvml", "fail", "reboot", 0),
     ],
 ]
 

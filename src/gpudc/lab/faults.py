@@ -37,6 +37,7 @@ GPU_FAULT_HELP: dict[str, str] = {
     "driver-mismatch": "driver version differs from the profile [ARG: version]",
     "xid": "an NVRM Xid line in the kernel log: ARG NNN or NNN:GPU",
     "hung-nvml": "NVML calls hang [ARG: function patterns or all]",
+    "crash-nvml": "NVML calls fault with SIGSEGV [ARG: function patterns or all]",
 }
 
 

@@ -43,6 +43,7 @@ GPU_FAULTS: tuple[str, ...] = (
     "driver-mismatch",
     "xid",
     "hung-nvml",
+    "crash-nvml",
 )
 #: Alias kept for callers that expect the name FAULTS.
 FAULTS = GPU_FAULTS
@@ -574,7 +575,7 @@ def apply_fault(
         )
     new = copy.deepcopy(state)
     gpus: list[dict[str, Any]] = new["gpus"]
-    if not gpus and fault not in ("driver-mismatch", "hung-nvml"):
+    if not gpus and fault not in ("driver-mismatch", "hung-nvml", "crash-nvml"):
         raise ValueError(f"fault {fault}: the state has no GPUs")
     log = _Log(new, when or datetime.now(UTC))
     label = fault if arg is None else f"{fault} {arg}"
@@ -696,6 +697,14 @@ def apply_fault(
         else:
             calls = [part.strip() for part in arg.split(",") if part.strip()]
         new["hang"] = {"calls": calls, "seconds": 3600}
+    elif fault == "crash-nvml":
+        if arg in (None, ""):
+            calls = ["device-queries"]
+        elif arg == "all":
+            calls = ["nvml*"]
+        else:
+            calls = [part.strip() for part in arg.split(",") if part.strip()]
+        new["crash"] = {"calls": calls}
     new.setdefault("faults", []).append(label)
     return new, log.lines
 

@@ -28,6 +28,7 @@ import json
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import socket
@@ -164,9 +165,12 @@ class NvmlDead(Exception):
 class Runner:
     """Runs callables in a worker thread, each under its own deadline."""
 
-    def __init__(self, timeout: float, facts: dict[str, Any]) -> None:
+    def __init__(
+        self, timeout: float, facts: dict[str, Any], trace: Callable[[str, int | None], None] | None = None
+    ) -> None:
         self.timeout = timeout
         self.facts = facts
+        self.trace = trace
         self.dead = False
         self._start()
 
@@ -188,6 +192,8 @@ class Runner:
     def call(self, name: str, fn: Callable[..., Any], *args: Any, gpu: int | None = None) -> Any:
         if self.dead:
             raise NvmlDead(name)
+        if self.trace is not None:
+            self.trace(name, gpu)
         box: list[tuple[bool, Any]] = []
         done = threading.Event()
         self._queue.put((fn, args, box, done))
@@ -209,9 +215,14 @@ def _nvml_error_code(exc: BaseException) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def collect_nvml(nv: Any, facts: dict[str, Any], call_timeout: float) -> bool:
+def collect_nvml(
+    nv: Any,
+    facts: dict[str, Any],
+    call_timeout: float,
+    trace: Callable[[str, int | None], None] | None = None,
+) -> bool:
     """Fill facts from pynvml. False when NVML cannot be initialised (caller falls back)."""
-    runner = Runner(call_timeout, facts)
+    runner = Runner(call_timeout, facts, trace)
     not_supported = {
         getattr(nv, "NVML_ERROR_NOT_SUPPORTED", 3),
         getattr(nv, "NVML_ERROR_FUNCTION_NOT_FOUND", 13),
@@ -339,6 +350,81 @@ def _collect_gpu(nv: Any, gpu: dict[str, Any], index: int, get: Callable[..., An
         links.append(row)
     gpu["nvlink"] = links
     gpu["fabric"] = _fabric(nv, g)
+
+
+NVML_FACTS = ("source", "driver_version", "cuda_version", "gpu_count", "gpus", "hung", "errors")
+
+
+def collect_nvml_isolated(nv: Any, facts: dict[str, Any], call_timeout: float) -> bool:
+    """collect_nvml in a forked child, so that a driver library that faults (SIGSEGV) ends the
+    child, not the probe: the facts then say which call it died in (`nvml_crash`), and the
+    rest of the probe (PCI, kernel log, services) still runs. Same result as collect_nvml."""
+    if not hasattr(os, "fork"):
+        return collect_nvml(nv, facts, call_timeout)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no threads exist yet in the probe, so forking is safe
+        os.close(read_fd)
+        code = 0
+        try:
+            out = os.fdopen(write_fd, "w", buffering=1)
+            sub = {k: (list(facts[k]) if isinstance(facts[k], list) else facts[k]) for k in NVML_FACTS}
+
+            def trace(name: str, gpu: int | None) -> None:
+                out.write(f"@call {json.dumps([name, gpu])}\n")
+
+            ok = collect_nvml(nv, sub, call_timeout, trace)
+            out.write("@facts " + json.dumps({"ok": ok, "facts": sub}, default=str) + "\n")
+            out.flush()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    # the child bounds itself (call deadlines, MAX_HANGS); this is the backstop
+    budget = call_timeout * (MAX_HANGS + 1) + 60.0
+    deadline = time.monotonic() + budget
+    buf = b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([pipe], [], [], left)
+            if not ready:
+                continue
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            buf += chunk
+    timed_out = time.monotonic() >= deadline
+    if timed_out:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    last_call: list[Any] = ["nvmlInit", None]
+    result = None
+    for line in buf.decode("utf-8", "replace").splitlines():
+        if line.startswith("@call "):
+            with contextlib.suppress(ValueError):
+                last_call = json.loads(line[6:])
+        elif line.startswith("@facts "):
+            with contextlib.suppress(ValueError):
+                result = json.loads(line[7:])
+    if isinstance(result, dict) and isinstance(result.get("facts"), dict):
+        facts.update({k: v for k, v in result["facts"].items() if k in NVML_FACTS})
+        return bool(result.get("ok"))
+    call, gpu = last_call[0], last_call[1]
+    if timed_out:
+        facts["source"] = "nvml"
+        facts["hung"].append({"call": call, "gpu": gpu, "timeout_s": round(budget, 1)})
+        return True
+    if os.WIFSIGNALED(status):
+        how = signal.Signals(os.WTERMSIG(status)).name
+    else:
+        how = f"exit status {os.WEXITSTATUS(status)}"
+    facts["nvml_crash"] = {"signal": how, "call": call, "gpu": gpu}
+    facts["errors"].append({"where": "nvml", "message": f"NVML crashed ({how}) in {call}"})
+    return False
 
 
 def _recovery_action(nv: Any, g: Callable[..., Any]) -> str | None:
@@ -1000,7 +1086,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         import pynvml  # type: ignore[import-not-found,unused-ignore]
     except Exception:
         pynvml = None
-    if pynvml is None or not collect_nvml(pynvml, facts, args.call_timeout):
+    if pynvml is None or not collect_nvml_isolated(pynvml, facts, args.call_timeout):
         if pynvml is None:
             facts["tools_missing"].append("pynvml")
         collect_nvsmi(facts, max(cmd_timeout, 30.0))

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -561,10 +562,21 @@ static int in_int_list(jv *list, int value) {
     return 0;
 }
 
+/* state.crash = {"calls": [patterns], "gpus": [slots] (optional)}: the call faults with SIGSEGV,
+ * as a driver library that is broken or out of step with the kernel module can. */
+static void maybe_crash(const char *fname, const struct nvmlDevice_st *dev) {
+    jv *crash = jget(g_root, "crash");
+    if (!crash) return;
+    if (!name_matches(jget(crash, "calls"), fname, dev != NULL)) return;
+    if (dev && !in_int_list(jget(crash, "gpus"), dev->slot)) return;
+    raise(SIGSEGV);
+}
+
 /* state.hang = {"calls": [patterns], "gpus": [slots] (optional), "seconds": N (default 3600)} */
 static void maybe_hang(const char *fname, const struct nvmlDevice_st *dev) {
     jv *hang = jget(g_root, "hang");
     double seconds = 3600;
+    maybe_crash(fname, dev);
     if (!hang) return;
     if (!name_matches(jget(hang, "calls"), fname, dev != NULL)) return;
     if (dev && !in_int_list(jget(hang, "gpus"), dev->slot)) return;

@@ -1,4 +1,4 @@
-"""The probe's own health: hung NVML calls, missing NVML, failed steps, missing tools."""
+"""The probe's own health: hung or crashed NVML calls, missing NVML, failed steps, missing tools."""
 
 from __future__ import annotations
 
@@ -27,7 +27,20 @@ def check(ctx: Context) -> list[Finding]:
                 else "",
             )
         )
-    if facts.get("source") == "none":
+    crash = facts.get("nvml_crash")
+    if isinstance(crash, dict):
+        gpu = crash.get("gpu")
+        where = f"GPU {gpu}" if isinstance(gpu, int) else "the node"
+        out.append(
+            ctx.finding(
+                "nvml",
+                "nvml_crashed",
+                f"nvml crashed ({crash.get('signal')}) in {crash.get('call')} on {where}",
+                gpu if isinstance(gpu, int) else None,
+                "the probe's NVML process died; the rest of the probe ran",
+            )
+        )
+    elif facts.get("source") == "none":
         errs = "; ".join(str(e.get("message")) for e in facts.get("errors") or [] if isinstance(e, dict))
         out.append(
             ctx.finding("nvml", "nvml_unavailable", "no NVML and no nvidia-smi on the node", None, errs)
