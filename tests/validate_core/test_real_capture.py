@@ -1,6 +1,7 @@
 """The validator against output captured on a real NVIDIA H200 (tests/fixtures/real/, made by
 tests/fixtures/real/capture.sh on a lent GPU machine: one H200 passed through to a VM, driver
-580.159.04, CUDA 13.0, no NVSwitch; host.txt and runs.txt say how and when).
+580.159.04, CUDA 13.0, no NVSwitch; host.txt and runs.txt say how and when). The probe there
+ran NVML in its forked child, as it does on every node.
 
 What this pins down that the simulation cannot: the probe's NVML reader, its nvidia-smi
 fallback and the two captured-output parsers read the same GPU the same way; the facts of a
@@ -100,10 +101,10 @@ def test_nvml_and_nvidia_smi_readers_agree() -> None:
         assert abs(got["temperature_c"] - want["temperature_c"]) <= 5, label
         assert abs(got["power_w"] - want["power_w"]) <= 20, label
     # a GPU without a multi-node NVLink fabric reads as "not supported" from nvidia-smi's N/A
-    # block too (the captured fallback run predates that reading; the replay test covers it)
-    for label in ("xml", "text"):
-        assert readers[label]["gpus"][0]["fabric"]["state"] == want["fabric"]["state"], label
-    assert want["fabric"]["state"] == "not_supported"
+    # block too, and a GPU that `nvidia-smi nvlink -s` does not list has no NVLinks, as in NVML
+    for label, facts in readers.items():
+        assert facts["gpus"][0]["fabric"]["state"] == want["fabric"]["state"] == "not_supported", label
+    assert readers["probe nvidia-smi"]["gpus"][0]["nvlink"] == want["nvlink"] == []
 
 
 def test_nvidia_smi_fallback_replays_the_real_tools(tmp_path: Path) -> None:
