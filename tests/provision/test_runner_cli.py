@@ -71,3 +71,50 @@ def test_unreachable_hosts_are_reported_not_raised(tmp_path: Path) -> None:
     assert all(f["kind"] == "unreachable" for f in result.failures)
     command = json.loads((tmp_path / "run" / "artifacts" / "run" / "command").read_text())
     assert all(k.startswith("ANSIBLE_") or k == "PATH" for k in command["env"])
+
+
+def test_a_run_past_its_deadline_is_stopped_not_abandoned(tmp_path: Path) -> None:
+    """A node that accepts TCP but never speaks SSH would hold the run for the connect timeout;
+    with deadline_s the runner stops ansible-playbook itself and says so (exit 3)."""
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    from gpudc.provision.runner import ProvisionStopped
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    plan = load_plan("lab")
+    plan.nodes = plan.nodes[:1]
+    plan.nodes[0].addresses["inband"] = "127.0.0.1"
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProvisionStopped, match="deadline") as info:
+            run_provision(plan, ssh_key=tmp_path / "no-key", known_hosts=known_hosts, artifacts_dir=tmp_path / "run",
+                          extra_vars={"gpudc_kernel_actions": False, "ansible_port": port}, deadline_s=2.0)
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert info.value.exit_code == 3
+    assert time.monotonic() - started < 9  # well before ssh's own 10 s connect timeout
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", "ansible-playbook is still running"

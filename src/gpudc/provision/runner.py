@@ -15,9 +15,11 @@ inside its persistent interpreter hung a fresh converge (1 run in 6 on the lab).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -37,6 +39,37 @@ EventHandler = Callable[[dict[str, Any]], None]
 #: Per-task and connection timeouts (seconds): every remote operation is bounded.
 TASK_TIMEOUT_S = 1800
 CONNECT_TIMEOUT_S = 10
+
+
+class ProvisionStopped(GpudcError):
+    """The run passed its deadline and ansible-playbook was stopped. Exit 3 (not finished)."""
+
+    exit_code = 3
+
+
+def _stop_leftovers(run_dir: Path, grace_s: float = 5.0) -> None:
+    """After a stop, ansible-playbook's forked workers can outlive it for a moment: end those
+    of this run (their command line names this run's private inventory, unique to it)."""
+    marker = str(run_dir / "inventory").encode()
+    deadline = time.monotonic() + grace_s
+    while True:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL if time.monotonic() > deadline - grace_s / 2 else signal.SIGTERM)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def playbook_dir() -> Path:
@@ -218,8 +251,12 @@ def run_provision(
     tuned: bool = True,
     event_handler: EventHandler | None = None,
     diff: bool = False,
+    deadline_s: float | None = None,
 ) -> ProvisionResult:
-    """Run `playbook` (site.yml, upgrade.yml, reprovision.yml) on the plan's nodes."""
+    """Run `playbook` (site.yml, upgrade.yml, reprovision.yml) on the plan's nodes.
+
+    `deadline_s`: stop ansible-playbook (and its connections) once the run has taken that long
+    and raise ProvisionStopped, so a caller's step timeout never leaves a run going behind it."""
     import ansible_runner
 
     if playbook not in PLAYBOOKS:
@@ -262,6 +299,7 @@ def run_provision(
         return True
 
     started = time.monotonic()
+    stop_at = None if deadline_s is None else started + deadline_s
     runner = ansible_runner.run(
         private_data_dir=str(run_dir),
         playbook=str(book),
@@ -277,11 +315,18 @@ def run_provision(
         # default "jsonfile" ansible-runner would point it at a fresh folder of each run
         fact_cache_type="gpudc",
         event_handler=on_event,
+        cancel_callback=None if stop_at is None else (lambda: time.monotonic() > stop_at),
         timeout=TASK_TIMEOUT_S * 4,
     )
     duration = time.monotonic() - started
     shutil.rmtree(env["ANSIBLE_SSH_CONTROL_PATH_DIR"], ignore_errors=True)
     _scrub_artifacts(run_dir)
+    if runner.status == "canceled":
+        _stop_leftovers(run_dir)
+        raise ProvisionStopped(
+            f"{playbook}: stopped ansible-playbook at its {deadline_s:g}s deadline "
+            f"(after {duration:.0f}s; artifacts {run_dir})"
+        )
     stats = runner.stats or {}
     if runner.rc == 127 or not stats:
         tail = (run_dir / "artifacts" / "run" / "stdout")

@@ -45,6 +45,10 @@ VALIDATE_LEVEL = "standard"
 REPROVISION_ACTIONS = frozenset({"reboot", "reprovision"})
 
 
+#: seconds before the provision step's timeout at which its ansible-playbook is stopped
+PROVISION_STOP_MARGIN_S = 10.0
+
+
 class StepError(GpudcError):
     """A step could not complete. exit_code 1 (it failed) or 3 (something was unreachable)."""
 
@@ -627,14 +631,19 @@ def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer
                          verify=access.bmc_verify, system_id=access.bmc_systems.get(node.name))
 
     def provision(node: Node, timeout: float) -> str:
-        from gpudc.provision.runner import clear_fact_cache, run_provision
+        from gpudc.provision.runner import ProvisionStopped, clear_fact_cache, run_provision
 
         clear_fact_cache(plan.site.name, [node.name])
-        result = run_provision(
-            plan, playbook="reprovision.yml", limit=node.name,
-            extra_vars={**access.extra_vars, "gpudc_reprovision_wait": int(max(10, min(timeout, 600)))},
-            ssh_key=access.ssh_key, known_hosts=access.known_hosts,
-        )
+        try:
+            result = run_provision(
+                plan, playbook="reprovision.yml", limit=node.name,
+                extra_vars={**access.extra_vars, "gpudc_reprovision_wait": int(max(10, min(timeout, 600)))},
+                ssh_key=access.ssh_key, known_hosts=access.known_hosts,
+                # stopped a little before the step's own timeout: no run is left going behind it
+                deadline_s=max(1.0, timeout - PROVISION_STOP_MARGIN_S),
+            )
+        except ProvisionStopped as exc:
+            raise StepError(str(exc), 3) from None
         stats = result.hosts.get(node.name)
         where = f"artifacts {result.artifacts_dir}"
         if stats is None or result.exit_code != 0:
