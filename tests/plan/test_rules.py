@@ -229,6 +229,16 @@ def test_three_tiers_when_two_cannot_hold_the_leaves(site_data: dict[str, Any]) 
     compute = next(f for f in plan.fabrics if f.name == "compute")
     # 4,132 nodes -> 130 SUs x 8 rails = 1,040 leaves; pods of 32 leaves with 32 spines; 17 cores per plane
     assert (compute.leaves, compute.spines, compute.cores) == (1040, 33 * 32, 32 * 17)
+    # the plan table shows the third tier too
+    from rich.console import Console
+
+    from gpudc.plan.command import summary_tables
+
+    console = Console(record=True, width=200)
+    fabrics = next(t for t in summary_tables(plan) if t.title == "fabrics")
+    console.print(fabrics)
+    row = next(line for line in console.export_text().splitlines() if line.lstrip("│ ").startswith("compute"))
+    assert [c.strip() for c in row.split("│") if c.strip()][5:8] == ["1040", str(33 * 32), str(32 * 17)]
 
 
 def test_fabric_beyond_three_tiers(site_data: dict[str, Any]) -> None:

@@ -93,17 +93,17 @@ def summary_tables(plan: Plan) -> list[Table]:
     tables.append(t)
 
     t = Table(title="fabrics")
-    for col in ("fabric", "kind", "rate", "rail-optimized", "SU size", "leaves", "spines", "cables"):
+    for col in ("fabric", "kind", "rate", "rail-optimized", "SU size", "leaves", "spines", "cores", "cables"):
         t.add_column(col)
     cables = Counter(c.fabric for c in plan.cables)
     for f in plan.fabrics:
         t.add_row(
             f.name, f.kind, f"{f.rate_gbps}G", "yes" if f.rail_optimized else "no", str(f.su_size or "-"),
-            str(f.leaves), str(f.spines), str(cables[f.name]),
+            str(f.leaves), str(f.spines), str(f.cores or "-"), str(cables[f.name]),
         )
     oob = [s for s in plan.switches if s.fabric == "oob"]
     if oob:
-        t.add_row("oob", "ethernet", "1G", "-", "-", str(len(oob)), "0", str(cables["oob"]))
+        t.add_row("oob", "ethernet", "1G", "-", "-", str(len(oob)), "0", "-", str(cables["oob"]))
     tables.append(t)
 
     t = Table(title="address pools")
