@@ -171,7 +171,11 @@ def test_fault_state_is_kept_in_the_lab_state(lab: dict[str, Any]) -> None:
         rec = st.host(st.load() or {}, H200)
         assert rec["faults"] == ["xid", "remap-failure"]
         assert rec["hardware_faults"] == [["remap-failure", None]]
+        # status names each fault with its argument (two XIDs stay two)
+        api.inject(H200, "xid", "48:1")
+        shown = next(h for h in api.status()["hosts"] if h["name"] == H200)
+        assert shown["fault_details"] == ["xid 79", "remap-failure", "xid 48:1"]
     finally:
         api.clear(H200)
     rec = st.host(st.load() or {}, H200)
-    assert rec["faults"] == [] and rec["hardware_faults"] == []
+    assert rec["faults"] == [] and rec["hardware_faults"] == [] and rec["fault_labels"] == []

@@ -483,6 +483,7 @@ def status() -> dict[str, Any]:
                 "state": state,
                 "power": rec["power"],
                 "faults": list(rec["faults"]),
+                "fault_details": list(rec.get("fault_labels", rec["faults"])),
                 "hardware_faults": [f for f, _ in rec["hardware_faults"]],
                 "sku": rec["sku"],
                 "gpu": gpu_summary(rec),
@@ -580,6 +581,7 @@ def _reimage(lab: dict[str, Any], rec: dict[str, Any]) -> None:
     hosts.mount_overlay(rec["name"])
     rec["faults"] = [f for f, _ in rec["hardware_faults"]]
     rec["fault_args"] = {f: a for f, a in rec["hardware_faults"]}
+    rec["fault_labels"] = [_fault_label(f, a) for f, a in rec["hardware_faults"]]
     rec["generation"] = rec.get("generation", 0) + 1
     node = _plan_node(lab, rec["name"])
     gpu, log = healthy_gpu(node, rec["hardware_faults"]) if lab.get("gpu") else ({}, [])
@@ -612,6 +614,10 @@ def _host_or_input_error(lab: dict[str, Any], node: str, verb: str) -> dict[str,
         raise InputError(f"lab {verb}: no host {node!r} (hosts: {names})") from None
 
 
+def _fault_label(fault: str, arg: str | None) -> str:
+    return f"{fault} {arg}" if arg else fault
+
+
 def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False) -> None:
     """Break a GPU or a service on a lab host. `hardware`: a GPU fault that survives reimage."""
     from gpudc.lab import faults
@@ -620,6 +626,7 @@ def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False
     with st.locked():
         lab = _load()
         rec = _host_or_input_error(lab, node, "inject")
+        labels = rec.setdefault("fault_labels", list(rec["faults"]))
         if fault in faults.gpu_faults():
             faults.apply_gpu_fault(rec, fault, arg)
             if hardware:
@@ -633,9 +640,11 @@ def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False
             except BaseException:
                 rec["faults"].remove(fault)
                 raise
+            labels.append(fault)
             st.save(lab)
             return
         rec["faults"].append(fault)
+        labels.append(_fault_label(fault, arg))
         st.save(lab)
 
 
@@ -648,6 +657,7 @@ def clear(node: str) -> None:
         rec = _host_or_input_error(lab, node, "clear")
         previous = list(rec["faults"])
         rec["faults"] = []
+        rec["fault_labels"] = []
         rec["hardware_faults"] = []
         if lab.get("gpu"):
             gpu, _ = healthy_gpu(_plan_node(lab, node), [])

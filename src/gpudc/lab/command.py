@@ -85,7 +85,7 @@ def _print_table(doc: dict[str, object], console: Console) -> None:
     for h in hosts:
         gpu = h.get("gpu") or {}
         gpus = f"{gpu.get('count', '?')} x {gpu.get('model', '?')}" if gpu else "-"
-        table.add_row(h["name"], h["address"], h["bmc_url"], h["state"], gpus, ", ".join(h["faults"]) or "-")
+        table.add_row(h["name"], h["address"], h["bmc_url"], h["state"], gpus, ", ".join(h.get("fault_details") or h["faults"]) or "-")
     console.print(table)
     console.print(f"ssh -i {doc['ssh_key']} -o UserKnownHostsFile={doc['known_hosts']} "
                   "-o StrictHostKeyChecking=yes root@ADDRESS")
