@@ -381,7 +381,7 @@ def down(progress: Progress = _quiet) -> None:
 def _teardown(lab: dict[str, Any] | None, progress: Progress = _quiet) -> None:
     if lab is not None:
         for name, pid in lab.get("services", {}).items():
-            services.terminate(pid, str(st.run_dir()) if name != "nvidia_repo" else "http.server")
+            services.terminate(pid, str(st.run_dir()) if name != "nvidia_repo" else "repo_server")
         progress(f"stopping {len(lab['hosts'])} hosts")
         for rec in lab["hosts"]:
             pid = rec.get("pid")

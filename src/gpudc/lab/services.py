@@ -163,11 +163,11 @@ def start_repo_server(bind: str, port: int) -> int:
     repo = nvidia_repo_dir()
     refresh_repo(repo)
     pid = spawn(
-        [sys.executable, "-m", "http.server", "--bind", bind, "--directory", str(repo), str(port)],
+        [sys.executable, "-m", "gpudc.lab.repo_server", "--bind", bind, "--directory", str(repo), str(port)],
         st.run_dir() / "logs" / "nvidia-repo.log",
     )
     if not wait_port(bind, port):
-        terminate(pid, "http.server")
+        terminate(pid, "repo_server")
         raise GpudcError(f"lab: the NVIDIA stand-in repo did not listen on {bind}:{port}")
     return pid
 
