@@ -2,8 +2,9 @@
 """Benchmark: idempotent re-run of playbooks/site.yml on 8 lab hosts, gpudc's tuned Ansible
 settings side by side with Ansible's defaults.
 
-  tuned     what `gpudc provision` runs: pipelining, SSH multiplexing with curve25519 key exchange,
-            a persistent jsonfile fact cache with `gathering = smart`, forks sized to the hosts
+  tuned     what `gpudc provision` runs: Mitogen's linear strategy (one persistent Python per host
+            over one SSH connection), SSH multiplexing with curve25519 key exchange, a persistent
+            jsonfile fact cache with `gathering = smart`, forks sized to the hosts
   defaults  Ansible's defaults: no pipelining, implicit fact gathering every play, 5 forks, its
             default SSH arguments (-C, ControlMaster=auto, ControlPersist=60s)
 

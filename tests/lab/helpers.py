@@ -26,7 +26,8 @@ def ssh(doc: dict[str, Any], node: str, command: str, stdin: str | None = None,
 def probe(doc: dict[str, Any], node: str, timeout_s: int = 20) -> dict[str, Any] | None:
     """The NVML probe's JSON from a host, None when it did not finish within timeout_s, or
     {"crashed": "SIGSEGV"} when NVML faulted."""
-    result = ssh(doc, node, f"timeout {timeout_s} python3 -", stdin=PROBE, timeout=timeout_s + 15)
+    # `; exit $?`: the shell reports a signal death as 128+N (exec'd `timeout` would re-raise it)
+    result = ssh(doc, node, f"timeout {timeout_s} python3 -; exit $?", stdin=PROBE, timeout=timeout_s + 15)
     if result.returncode == 124:
         return None
     if result.returncode == 128 + 11:

@@ -304,11 +304,12 @@ def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: Access, fir
     assert sh(TRAY2, "cat /etc/nvidia-imex/nodes_config.cfg").split() == exp.imex_peers
 
 
+@pytest.mark.parametrize("mitogen", [True, False], ids=["mitogen", "ssh"])
 def test_a_changed_host_key_stops_the_connection(
-    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path
+    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path, mitogen: bool
 ) -> None:
-    """A host whose key is not the one known is refused: HGX's entry carries TRAY's key, so
-    whoever answers at HGX's address is not trusted. Nothing runs there."""
+    """Both connection paths refuse a host whose key is not the one known: HGX's entry carries
+    TRAY's key, so whoever answers at HGX's address is not trusted. Nothing runs there."""
     lines = [ln for ln in access.known_hosts.read_text().splitlines() if ln.strip()]
     names = {ln: ln.split()[0].split(",") for ln in lines}
     tray_key = next(ln.split(None, 1)[1] for ln in lines if TRAY in names[ln])
@@ -317,6 +318,6 @@ def test_a_changed_host_key_stops_the_connection(
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("\n".join(forged) + "\n")
     result = run_provision(plan, ssh_key=access.ssh_key, known_hosts=known_hosts, extra_vars=access.extra_vars,
-                           artifacts_dir=tmp_path / "run", limit=HGX)
+                           artifacts_dir=tmp_path / "run", limit=HGX, mitogen=mitogen)
     assert result.exit_code == 3, result.to_dict()
     assert result.hosts[HGX]["unreachable"] is True and result.hosts[HGX]["changed"] == 0

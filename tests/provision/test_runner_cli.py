@@ -53,6 +53,11 @@ def test_environment_checks_host_keys_and_keeps_state_out_of_home(tmp_path: Path
     assert tuned_env["ANSIBLE_PIPELINING"] == "True" and tuned_env["ANSIBLE_CACHE_PLUGIN"] == "jsonfile"
     assert tuned_env["ANSIBLE_FORKS"] == "8"
     assert tuned_env["ANSIBLE_CACHE_PLUGIN_CONNECTION"].startswith(tuned_env["ANSIBLE_HOME"])
+    assert tuned_env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(tuned_env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+    plain = environment(site="lab", ssh_key=None, known_hosts=kh, hosts=8, tuned=True, run_dir=tmp_path, mitogen=False)
+    defaults = environment(site="lab", ssh_key=None, known_hosts=kh, hosts=8, tuned=False, run_dir=tmp_path)
+    assert "ANSIBLE_STRATEGY" not in plain and "ANSIBLE_STRATEGY" not in defaults
 
 
 def test_unreachable_hosts_are_reported_not_raised(tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ def handle(args: argparse.Namespace) -> int:
             ssh_key=access.ssh_key,
             known_hosts=access.known_hosts,
             artifacts_dir=Path(args.artifacts) if args.artifacts else None,
+            mitogen=not args.no_mitogen,
             event_handler=progress.handle,
         )
         progress.live = None
@@ -148,4 +149,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--playbook", choices=PLAYBOOKS, default="site.yml")
     p.add_argument("--extra-vars", "-e", action="append", metavar="KEY=VALUE", help="extra variable (repeatable)")
     p.add_argument("--artifacts", metavar="DIR", help="run's private data dir (default: the site's state dir)")
+    p.add_argument(
+        "--no-mitogen",
+        action="store_true",
+        help="use Ansible's own SSH connection (pipelining) instead of Mitogen's strategy",
+    )
     p.set_defaults(handler=handle)

@@ -14,6 +14,7 @@ and public fingerprints only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -423,7 +424,10 @@ class FanOut:
             result = HostResult(target.name, "unreachable", f"{where}: connection lost: {_why(exc)}")
         finally:
             if transport is not None:
-                transport.close()
+                # closing a transport that runs over a jump host's channel sends on the jump
+                # connection, which may itself be gone (EOFError): the result stands either way
+                with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+                    transport.close()
         result.seconds = time.monotonic() - start
         return result
 
