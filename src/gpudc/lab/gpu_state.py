@@ -690,23 +690,21 @@ def apply_fault(
         links = gpu["nvlink"]["links"]
         log.xid(gpu, xid, link=min(2, max(len(links) - 1, 0)))
     elif fault == "hung-nvml":
-        if arg in (None, ""):
-            calls = ["device-queries"]
-        elif arg == "all":
-            calls = ["nvml*"]
-        else:
-            calls = [part.strip() for part in arg.split(",") if part.strip()]
-        new["hang"] = {"calls": calls, "seconds": 3600}
+        new["hang"] = {"calls": _nvml_call_patterns(arg), "seconds": 3600}
     elif fault == "crash-nvml":
-        if arg in (None, ""):
-            calls = ["device-queries"]
-        elif arg == "all":
-            calls = ["nvml*"]
-        else:
-            calls = [part.strip() for part in arg.split(",") if part.strip()]
-        new["crash"] = {"calls": calls}
+        new["crash"] = {"calls": _nvml_call_patterns(arg)}
     new.setdefault("faults", []).append(label)
     return new, log.lines
+
+
+def _nvml_call_patterns(arg: str | None) -> list[str]:
+    """The NVML calls a hung-nvml or crash-nvml fault hits: every device query by default,
+    `all`, or comma-separated function patterns."""
+    if arg in (None, ""):
+        return ["device-queries"]
+    if arg == "all":
+        return ["nvml*"]
+    return [part.strip() for part in arg.split(",") if part.strip()]
 
 
 def fabric_manager_stopped(state: dict[str, Any]) -> dict[str, Any]:
