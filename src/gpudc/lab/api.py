@@ -228,7 +228,7 @@ def _host_records(plan: Plan, bmc_net: ipaddress.IPv4Interface) -> list[dict[str
                 "pid": None,
                 "power": "On",
                 "faults": [],
-                "fault_args": {},
+                "fault_labels": [],  # the faults as injected, with their arguments ("xid 79:2")
                 "hardware_faults": [],
                 "boot_override": "None",
                 "generation": 0,
@@ -483,7 +483,7 @@ def status() -> dict[str, Any]:
                 "state": state,
                 "power": rec["power"],
                 "faults": list(rec["faults"]),
-                "fault_details": list(rec.get("fault_labels", rec["faults"])),
+                "fault_details": list(rec["fault_labels"]),
                 "hardware_faults": [f for f, _ in rec["hardware_faults"]],
                 "sku": rec["sku"],
                 "gpu": gpu_summary(rec),
@@ -580,7 +580,6 @@ def _reimage(lab: dict[str, Any], rec: dict[str, Any]) -> None:
     hosts.wipe_overlay(rec["name"])
     hosts.mount_overlay(rec["name"])
     rec["faults"] = [f for f, _ in rec["hardware_faults"]]
-    rec["fault_args"] = {f: a for f, a in rec["hardware_faults"]}
     rec["fault_labels"] = [_fault_label(f, a) for f, a in rec["hardware_faults"]]
     rec["generation"] = rec.get("generation", 0) + 1
     node = _plan_node(lab, rec["name"])
@@ -626,7 +625,7 @@ def inject(node: str, fault: str, arg: str | None = None, hardware: bool = False
     with st.locked():
         lab = _load()
         rec = _host_or_input_error(lab, node, "inject")
-        labels = rec.setdefault("fault_labels", list(rec["faults"]))
+        labels = rec["fault_labels"]
         if fault in faults.gpu_faults():
             faults.apply_gpu_fault(rec, fault, arg)
             if hardware:
