@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpudc import PROJECT_ROOT, secrets
+from gpudc import secrets
 from gpudc.errors import GpudcError, InputError
 from gpudc.plan.types import Plan
 from gpudc.provision.inventory import write_inventory
+from gpudc.resources import shipped
 
 PLAYBOOKS = ("site.yml", "upgrade.yml", "reprovision.yml")
 EventHandler = Callable[[dict[str, Any]], None]
@@ -73,7 +74,8 @@ def _stop_leftovers(run_dir: Path, grace_s: float = 5.0) -> None:
 
 
 def playbook_dir() -> Path:
-    return Path(os.environ.get("GPUDC_PLAYBOOKS", PROJECT_ROOT / "playbooks"))
+    override = os.environ.get("GPUDC_PLAYBOOKS")
+    return Path(override) if override else shipped("playbooks")
 
 
 @dataclass

@@ -19,11 +19,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from gpudc import PROJECT_ROOT
+from gpudc.resources import shipped
 
 
 def templates_dir() -> Path:
-    return PROJECT_ROOT / "templates"
+    return shipped("templates")
 
 
 def _json(value: Any, indent: int | None = None) -> Markup:

@@ -20,10 +20,9 @@ from typing import Any
 
 import jinja2
 
-from gpudc import PROJECT_ROOT
+from gpudc.resources import shipped
 from gpudc.validate.types import ACTION_ORDER, SEVERITY_ORDER, Finding, Verdict
 
-TEMPLATE_DIR = PROJECT_ROOT / "templates"
 HTML_TEMPLATE = "validate/report.html.j2"
 VERDICTS = ("pass", "warn", "fail", "unreachable")
 
@@ -251,7 +250,7 @@ def write_prometheus(
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.FileSystemLoader(str(shipped("templates"))),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
