@@ -1,20 +1,27 @@
 """The catalog: hardware SKUs, switch models and software profiles, as data with sources.
 
 Code asks the catalog; it never carries a hardware or version fact as a constant.
+
+The catalog gpudc ships (`gpudc.resources.shipped("catalog")`) is merged with the current site
+project's overlay (`<project>/catalog/`, same layout): an overlay entry with a shipped entry's
+name replaces it whole, any other adds to it. Every overlay entry carries a top-level
+`source:`. `Catalog.origins` says where each entry came from (`gpudc catalog show`).
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gpudc import PROJECT_ROOT
 from gpudc.errors import InputError
+from gpudc.resources import shipped
+
+if TYPE_CHECKING:
+    from gpudc.project import Project
 
 OS_NAMES = ("ubuntu2204", "ubuntu2404", "debian12")
 #: Roles whose packages a profile pins, in install order.
@@ -29,10 +36,52 @@ PACKAGE_ROLES = (
     "rdma",
     "container_toolkit",
 )
+#: The folders of a catalog (shipped or overlay) and what each holds.
+CATALOG_FOLDERS = {
+    "hardware": "SKUs (one file each) and switches.yaml",
+    "software": "software profiles (one file each)",
+    "validation": "xid.yaml and thresholds.yaml",
+    "network": "conventions.yaml",
+    "os": "operating systems (one file each)",
+}
 
-
-def catalog_dir() -> Path:
-    return Path(os.environ.get("GPUDC_CATALOG", PROJECT_ROOT / "catalog"))
+#: Facts every SKU must carry, by kind, and the type each value must have; the plan, the
+#: renderers and the validator read these, so a missing one is a catalog error at load time.
+_NUMBER = (int, float)
+_COMMON_FACTS: dict[str, tuple[type, ...]] = {
+    "gpus": (int,),
+    "gpu_model": (str,),
+    "gpu_arch": (str,),
+    "cooling": (str,),
+    "compute_nics": (int,),
+    "compute_nic_rate_gbps": _NUMBER,
+    "storage_nics": (int,),
+    "storage_nic_rate_gbps": _NUMBER,
+    "frontend_nic_rate_gbps": _NUMBER,
+    "inband_nic_rate_gbps": _NUMBER,
+    "pcie_gen": (int, type(None)),
+    "pcie_width": (int, type(None)),
+    "nvlink_links_per_gpu": (int,),
+    "fabric_manager": (bool,),
+    "nvlsm": (bool,),
+    "imex": (bool,),
+    "multi_node_nvlink": (bool,),
+    "driver_min": (str,),
+    "open_module_required": (bool,),
+    "max_temp_c": _NUMBER,
+}
+REQUIRED_FACTS: dict[str, dict[str, tuple[type, ...]]] = {
+    "node": {**_COMMON_FACTS, "power_kw": _NUMBER, "rack_units": (int,)},
+    "rack": {
+        **_COMMON_FACTS,
+        "compute_trays": (int,),
+        "switch_trays": (int,),
+        "rack_power_kw": _NUMBER,
+        "tray_rack_units": (int,),
+        "switch_tray_rack_units": (int,),
+        "tray_u_start": (int,),
+    },
+}
 
 
 class _Strict(BaseModel):
@@ -49,6 +98,7 @@ class Sku(_Strict):
     kind: Literal["node", "rack"]
     description: str
     facts: dict[str, Fact]
+    source: str | None = None  # required in a project overlay (its facts carry their own too)
 
     def fact(self, key: str) -> Any:
         return self.facts[key].value
@@ -72,12 +122,26 @@ class Sku(_Strict):
         return int(self.fact("tray_rack_units") if self.is_rack else self.fact("rack_units"))
 
 
+def sku_fact_problems(sku: Sku) -> list[str]:
+    """What is missing or mistyped among the facts every SKU of its kind must carry."""
+    problems = []
+    for key, types in REQUIRED_FACTS[sku.kind].items():
+        fact = sku.facts.get(key)
+        if fact is None:
+            problems.append(f"facts.{key}: required for a {sku.kind} SKU, missing")
+        elif not isinstance(fact.value, types) or (bool not in types and isinstance(fact.value, bool)):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            problems.append(f"facts.{key}: {fact.value!r} is not {wanted}")
+    return problems
+
+
 class SwitchModel(_Strict):
     description: str
     kind: Literal["infiniband", "ethernet"]
     ports: Fact
     rate_gbps: Fact
     rack_units: Fact
+    source: str | None = None  # required in a project overlay
 
 
 class Package(_Strict):
@@ -106,6 +170,7 @@ class Profile(_Strict):
     supports: list[str]
     components: dict[str, Component]
     os: dict[str, OsPackages]
+    source: str | None = None  # required in a project overlay (its components carry their own too)
 
     @property
     def driver(self) -> Component:
@@ -121,6 +186,8 @@ class Catalog(_Strict):
     skus: dict[str, Sku]
     switches: dict[str, SwitchModel]
     profiles: dict[str, Profile]
+    #: "<kind>:<name>" (sku, switch, profile) -> the file it came from ("gpudc:..." when shipped)
+    origins: dict[str, str] = {}
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -134,42 +201,130 @@ def _read(path: Path) -> Any:
         raise InputError(str(exc).splitlines()[0], source=str(path)) from None
 
 
-def _parse(model: type[BaseModel], data: Any, path: Path) -> Any:
+def _parse(model: type[BaseModel], data: Any, path: Path, where: str = "") -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [
+            f"{where}{'.'.join(str(p) for p in e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in exc.errors()
+        ]
         raise InputError(problems, source=str(path)) from None
 
 
-@cache
-def load_catalog(root: Path | None = None) -> Catalog:
-    root = root or catalog_dir()
-    skus: dict[str, Sku] = {}
-    for path in sorted((root / "hardware").glob("*.yaml")):
-        if path.name == "switches.yaml":
+def shipped_catalog_dir() -> Path:
+    return shipped("catalog")
+
+
+def overlay_dir(project: Project | None = None) -> Path | None:
+    """A project's catalog overlay (default: the current project's), if it has one.
+
+    None also for gpudc's own checkout, whose catalog/ is the shipped catalog itself.
+    """
+    from gpudc.project import current_project
+
+    project = project or current_project()
+    if project is None or not project.catalog_overlay.is_dir():
+        return None
+    if project.catalog_overlay.resolve() == shipped_catalog_dir().resolve():
+        return None  # gpudc's own checkout: its catalog/ is what ships
+    return project.catalog_overlay
+
+
+def origin_label(path: Path, root: Path, overlay: bool) -> str:
+    return str(path) if overlay else f"gpudc:catalog/{path.relative_to(root)}"
+
+
+def _layers(overlay: Path | None) -> list[tuple[Path, bool]]:
+    layers = [(shipped_catalog_dir(), False)]
+    if overlay is not None:
+        _check_overlay_layout(overlay)
+        layers.append((overlay, True))
+    return layers
+
+
+def _check_overlay_layout(root: Path) -> None:
+    problems = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or (entry.is_file() and entry.suffix.lower() in (".md", ".txt")):
             continue
-        sku = _parse(Sku, _read(path), path)
-        skus[sku.name] = sku
-    switch_data = _read(root / "hardware" / "switches.yaml") or {}
-    switches = {
-        name: _parse(SwitchModel, body, root / "hardware" / "switches.yaml")
-        for name, body in (switch_data.get("switches") or {}).items()
-    }
-    profiles: dict[str, Profile] = {}
-    for path in sorted((root / "software").glob("*.yaml")):
-        profile = _parse(Profile, _read(path), path)
-        profiles[profile.name] = profile
-    return Catalog(skus=skus, switches=switches, profiles=profiles)
+        if not entry.is_dir() or entry.name not in CATALOG_FOLDERS:
+            known = ", ".join(f"{k}/ ({v})" for k, v in CATALOG_FOLDERS.items())
+            problems.append(f"{entry.name}: not a catalog folder; a catalog holds {known}")
+    if problems:
+        raise InputError(problems, source=str(root))
+
+
+def _need_source(entry: BaseModel, path: Path, where: str) -> None:
+    if not getattr(entry, "source", None):
+        raise InputError(f"{where}source: an overlay entry must say where its facts come from", source=str(path))
+
+
+def current_catalog(project: Project | None = None) -> Catalog:
+    """The merged catalog of a project (default: the current one): shipped + its overlay."""
+    return load_catalog(overlay=overlay_dir(project))
 
 
 @cache
-def network_conventions(root: Path | None = None) -> dict[str, Any]:
-    """Values of catalog/network/conventions.yaml (ASN plan, default VLANs, MTU, VRR MAC)."""
-    path = (root or catalog_dir()) / "network" / "conventions.yaml"
-    data = _read(path) or {}
-    facts = {key: _parse(Fact, body, path) for key, body in data.items()}
-    return {key: fact.value for key, fact in facts.items()}
+def load_catalog(root: Path | None = None, overlay: Path | None = None) -> Catalog:
+    """The catalog at `root` (default: the shipped one) with an overlay folder merged over it."""
+    layers = [(root or shipped_catalog_dir(), False)]
+    if overlay is not None:
+        _check_overlay_layout(overlay)
+        layers.append((overlay, True))
+    skus: dict[str, Sku] = {}
+    switches: dict[str, SwitchModel] = {}
+    profiles: dict[str, Profile] = {}
+    origins: dict[str, str] = {}
+    for base, is_overlay in layers:
+        for path in sorted((base / "hardware").glob("*.yaml")):
+            if path.name == "switches.yaml":
+                continue
+            sku = _parse(Sku, _read(path), path)
+            if is_overlay:
+                _need_source(sku, path, "")
+            problems = sku_fact_problems(sku)
+            if problems:
+                raise InputError(problems, source=str(path))
+            skus[sku.name] = sku
+            origins[f"sku:{sku.name}"] = origin_label(path, base, is_overlay)
+        switch_path = base / "hardware" / "switches.yaml"
+        if switch_path.exists() or not is_overlay:
+            switch_data = _read(switch_path) or {}
+            if not isinstance(switch_data, dict):
+                raise InputError("expected a mapping with `switches:`", source=str(switch_path))
+            for name, body in (switch_data.get("switches") or {}).items():
+                model = _parse(SwitchModel, body, switch_path, f"switches.{name}.")
+                if is_overlay:
+                    _need_source(model, switch_path, f"switches.{name}.")
+                switches[str(name)] = model
+                origins[f"switch:{name}"] = origin_label(switch_path, base, is_overlay)
+        for path in sorted((base / "software").glob("*.yaml")):
+            profile = _parse(Profile, _read(path), path)
+            if is_overlay:
+                _need_source(profile, path, "")
+            profiles[profile.name] = profile
+            origins[f"profile:{profile.name}"] = origin_label(path, base, is_overlay)
+    return Catalog(skus=skus, switches=switches, profiles=profiles, origins=origins)
+
+
+def network_conventions() -> dict[str, Any]:
+    """Values of network/conventions.yaml (ASN plan, default VLANs, MTU, VRR MAC), overlay merged."""
+    return _network_conventions(overlay_dir())
+
+
+@cache
+def _network_conventions(overlay: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for base, _ in _layers(overlay):
+        path = base / "network" / "conventions.yaml"
+        if not path.exists() and base != shipped_catalog_dir():
+            continue
+        data = _read(path) or {}
+        if not isinstance(data, dict):
+            raise InputError("expected a mapping of name: {value, source}", source=str(path))
+        values.update({key: _parse(Fact, body, path, f"{key}.").value for key, body in data.items()})
+    return values
 
 
 def profile_problem(profile: Profile, sku: Sku) -> str | None:

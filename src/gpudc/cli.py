@@ -11,9 +11,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gpudc import __version__
 from gpudc.errors import GpudcError, InputError
+from gpudc.project import current_project, use_project
 
 #: Areas that contribute subcommands, in the order `gpudc --help` lists them.
 COMMAND_MODULES = (
@@ -24,6 +26,8 @@ COMMAND_MODULES = (
     "gpudc.reprovision.command",
     "gpudc.infra.command",
     "gpudc.lab.command",
+    "gpudc.conformance.command",
+    "gpudc.project.command",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -52,7 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _add_project_option(parser)
     return parser
+
+
+def _add_project_option(parser: argparse.ArgumentParser) -> None:
+    """`--project DIR` on every command and subcommand (DESIGN.md), before or after its name."""
+    parser.add_argument(
+        "--project", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+        help="the site project (default: $GPUDC_PROJECT, else the nearest Pulumi.yaml upward)",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _add_project_option(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        project_dir = getattr(args, "project", None)
+        use_project(project_dir)
+        if project_dir is not None:
+            current_project()  # a --project without a Pulumi.yaml is bad input, before any work
         return handler(args)
     except InputError as exc:
         for problem in exc.problems:

@@ -1,7 +1,7 @@
 """Per-site secrets on disk: pre-generated SSH host keys and the controller's key.
 
-They live under the site's secret dir (default `$XDG_STATE_HOME/gpudc/<site>/secrets`, or
-`GPUDC_SECRET_DIR`), mode 0700 for folders and 0600 for files, never in the repo. Reimaging a
+They live under the site's secret dir (`gpudc.project.site_secret_dir`: default
+`$XDG_STATE_HOME/gpudc/<site>/secrets`, or `GPUDC_SECRET_DIR`), mode 0700 for folders and 0600 for files, never in the repo. Reimaging a
 node keeps the host key that known_hosts expects because the key is made once, here.
 """
 
@@ -12,20 +12,7 @@ import subprocess
 from pathlib import Path
 
 from gpudc.model.site import check_label
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "gpudc"
-
-
-def site_secret_dir(site: str) -> Path:
-    check_label(site)
-    override = os.environ.get("GPUDC_SECRET_DIR")
-    path = Path(override) / site if override else state_dir() / site / "secrets"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
+from gpudc.project import site_secret_dir
 
 
 def _keygen(private: Path, comment: str) -> None:

@@ -1,7 +1,7 @@
 """`gpudc up --stack S`: `pulumi up` through the Automation API, then provision, then validate.
 
-The Pulumi program runs exactly as with the CLI (`Pulumi.yaml` at the repo root, stack config
-in stacks/). The state goes to a local file backend under the user's state dir
+The Pulumi program runs exactly as with the CLI, in the site project (`gpudc.project`: its
+Pulumi.yaml and stackConfigDir). The state goes to a local file backend under the user's state dir
 (`$XDG_STATE_HOME/gpudc/pulumi`) unless `--backend` or `PULUMI_BACKEND_URL` says otherwise.
 The Automation API drives the `pulumi` CLI; without it on PATH this says so and exits 2.
 Provision and validate run through their own `gpudc` subcommands (their contract in
@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpudc import PROJECT_ROOT
 from gpudc.errors import GpudcError, InputError
-from gpudc.secrets import state_dir
+from gpudc.project import state_dir
 
 INSTALL_HINT = "https://www.pulumi.com/docs/install/"
 
@@ -51,16 +50,18 @@ def pulumi_cli() -> str | None:
     return shutil.which("pulumi")
 
 
-def _stack_name(stack: str) -> str:
+def _stack_name(stack: str) -> tuple[str, Path]:
+    """(stack name, project folder): Pulumi runs a stack of a project, from its stackConfigDir."""
     from gpudc.model.loader import resolve_stack
+    from gpudc.project import require_project
 
     path = resolve_stack(stack)  # InputError for an unknown stack
-    config_dir = PROJECT_ROOT / "stacks"
-    if path.resolve().parent != config_dir.resolve():
+    project = require_project()
+    if path.resolve().parent != project.stacks_dir:
         raise InputError(
-            f"{stack}: `gpudc up` runs stacks from {config_dir} (Pulumi.yaml stackConfigDir); put the file there"
+            f"{stack}: `gpudc up` runs stacks from {project.stacks_dir} (Pulumi.yaml stackConfigDir); put the file there"
         )
-    return path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    return path.name.removeprefix("Pulumi.").removesuffix(".yaml"), project.root
 
 
 def _env(backend: str) -> dict[str, str]:
@@ -80,13 +81,13 @@ def _progress(line: str) -> None:
     sys.stderr.flush()
 
 
-def run_pulumi(stack_name: str, backend: str, *, preview: bool, refresh: bool) -> dict[str, Any]:
+def run_pulumi(stack_name: str, project: Path, backend: str, *, preview: bool, refresh: bool) -> dict[str, Any]:
     """`pulumi preview` or `pulumi up` of a stack; returns the stack outputs (empty on preview)."""
     from pulumi import automation as auto
 
-    workspace = auto.LocalWorkspaceOptions(work_dir=str(PROJECT_ROOT), env_vars=_env(backend))
+    workspace = auto.LocalWorkspaceOptions(work_dir=str(project), env_vars=_env(backend))
     try:
-        stack = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(PROJECT_ROOT), opts=workspace)
+        stack = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(project), opts=workspace)
         if refresh:
             stack.refresh(on_output=_progress)
         if preview:
@@ -119,12 +120,12 @@ def run_up(args: argparse.Namespace) -> int:
     if pulumi_cli() is None:
         sys.stderr.write(f"gpudc: the pulumi CLI is not on PATH; install it ({INSTALL_HINT}) and run again\n")
         return 2
-    stack_name = _stack_name(args.stack)
+    stack_name, project = _stack_name(args.stack)
     from gpudc.plan import load_plan
 
     load_plan(stack_name)  # the site must be valid before anything runs (InputError, exit 2)
     backend = args.backend or os.environ.get("PULUMI_BACKEND_URL") or default_backend()
-    outputs = run_pulumi(stack_name, backend, preview=args.preview, refresh=args.refresh)
+    outputs = run_pulumi(stack_name, project, backend, preview=args.preview, refresh=args.refresh)
     if args.preview:
         return 0
     _progress(f"gpudc: pulumi up done: {outputs.get('totals', {})}")

@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from gpudc.catalog import Catalog, load_catalog
+from gpudc.catalog import Catalog, current_catalog
 from gpudc.errors import InputError
 from gpudc.infra.components import BmcDefaults, BmcPolicy, GpuSite, SiteArgs
 from gpudc.model.loader import site_from_config
 from gpudc.plan import expand
 from gpudc.plan.types import Plan
-from gpudc.secrets import state_dir
+from gpudc.project import site_state_dir
 
 NAMESPACE = "gpudc"
 INFRA = "infra"
@@ -166,7 +165,7 @@ def bios_by_sku(plan: Plan, catalog: Catalog) -> dict[str, dict[str, Any]]:
 def inventory_path(site: str, settings: InfraSettings) -> str:
     if settings.inventory_path:
         return settings.inventory_path
-    return str(Path(state_dir()) / site / "inventory" / "hosts.yml")
+    return str(site_state_dir(site) / "inventory" / "hosts.yml")
 
 
 def totals(plan: Plan) -> dict[str, Any]:
@@ -184,7 +183,7 @@ def totals(plan: Plan) -> dict[str, Any]:
 
 def build(catalog: Catalog | None = None) -> GpuSite:
     """Read config, expand the plan, declare the resources and the stack outputs."""
-    catalog = catalog or load_catalog()
+    catalog = catalog or current_catalog()
     source = stack_source()
     site = site_from_config(site_config(), source)  # InputError with YAML paths
     settings = infra_settings()

@@ -29,6 +29,8 @@ from gpudc.errors import GpudcError, InputError
 from gpudc.lab import hosts, net, rootfs, services
 from gpudc.lab import state as st
 from gpudc.plan.types import Node, Plan
+from gpudc.project import current_project
+from gpudc.resources import shipped
 
 BMC_PORT = 8000
 BMC_USERNAME = "admin"
@@ -57,11 +59,44 @@ def ensure_blackhole() -> None:
 
 
 def _stack_file(stack: str) -> Path:
+    """A stack file path, the current project's stack of that name, or else gpudc's shipped example."""
     path = Path(stack)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    root = Path(__file__).resolve().parents[3]
-    return root / "stacks" / f"Pulumi.{stack}.yaml"
+    project = current_project()
+    if project is not None and project.stack_file(stack).is_file():
+        return project.stack_file(stack)
+    example = shipped("examples") / f"Pulumi.{stack}.yaml"
+    if example.is_file():
+        return example
+    where = f"project {project.root}" if project else "this folder (no gpudc project)"
+    raise InputError(f"lab: no stack {stack!r} in {where} and no shipped example of that name")
+
+
+#: Python distributions the lab needs beyond gpudc's base: the `lab` extra (pyproject.toml).
+LAB_DISTRIBUTIONS = ("sushy-tools", "nvidia-nvml-dev")
+
+
+def missing_lab_dependencies() -> list[str]:
+    """The `lab` extra's distributions that are not installed."""
+    import importlib.metadata
+
+    missing = []
+    for dist in LAB_DISTRIBUTIONS:
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+    return missing
+
+
+def require_lab_dependencies() -> None:
+    missing = missing_lab_dependencies()
+    if missing:
+        raise InputError(
+            f"lab: {', '.join(missing)} not installed; the lab needs gpudc's `lab` extra: "
+            "pip install 'gpudc[lab]' (or pipx install 'gpudc[lab]')"
+        )
 
 
 def lab_plan(stack: str, nodes: int | None) -> tuple[str, Plan]:
@@ -72,6 +107,7 @@ def lab_plan(stack: str, nodes: int | None) -> tuple[str, Plan]:
     """
     from gpudc.plan import load_plan
 
+    stack = str(_stack_file(stack))
     plan = load_plan(stack)
     if nodes is None or nodes == len(plan.nodes):
         return stack, plan
@@ -239,6 +275,7 @@ def _host_records(plan: Plan, bmc_net: ipaddress.IPv4Interface) -> list[dict[str
 
 def up(stack: str = "lab", nodes: int | None = None, progress: Progress = _quiet) -> dict[str, Any]:
     """Bring the lab up (or return the status of the lab already up with this stack/size)."""
+    require_lab_dependencies()
     _require_root()
     with st.locked():
         existing = st.load()

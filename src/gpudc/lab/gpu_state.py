@@ -103,9 +103,9 @@ def _sku(sku: str) -> dict[str, Any]:
 def _nvswitch_pci_id(sku: str) -> str | None:
     """The NVSwitch PCI id from the hardware catalog, where the SKU has one on the baseboard."""
     try:
-        from gpudc.catalog import load_catalog
+        from gpudc.catalog import current_catalog
 
-        entry = load_catalog().skus.get(sku)
+        entry = current_catalog().skus.get(sku)
     except Exception:  # a broken catalog must not stop the lab from describing GPUs
         return None
     if entry is None or "nvswitch_pci_id" not in entry.facts:

@@ -6,40 +6,44 @@ Errors come back as one message per problem, each with the YAML path of its plac
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from gpudc import PROJECT_ROOT
 from gpudc.errors import InputError
 from gpudc.model.site import Site
+from gpudc.project import Project, current_project, project_of_stack_file, require_project
 
 NAMESPACE = "gpudc:"
 
 
-def stacks_dir() -> Path:
-    return Path(os.environ.get("GPUDC_STACKS", PROJECT_ROOT / "stacks"))
-
-
 def list_stacks() -> list[str]:
-    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir().glob("Pulumi.*.yaml"))
+    """The stacks of the current site project (`gpudc.project`)."""
+    return require_project().stack_names()
 
 
 def resolve_stack(stack: str) -> Path:
-    """A stack name (`lab`) or a path to a stack file."""
+    """A stack name of the current project (`lab`) or a path to a stack file."""
     if "/" in stack or stack.endswith((".yaml", ".yml")):
         path = Path(stack)
         if not path.is_file():
             raise InputError(f"stack file {stack} does not exist")
         return path
-    path = stacks_dir() / f"Pulumi.{stack}.yaml"
+    project = require_project()
+    path = project.stack_file(stack)
     if not path.is_file():
-        known = ", ".join(list_stacks()) or "none"
-        raise InputError(f"unknown stack {stack!r} (stacks in {stacks_dir()}: {known})")
+        known = ", ".join(project.stack_names()) or "none"
+        raise InputError(f"unknown stack {stack!r} (stacks in {display_path(project.stacks_dir)}: {known})")
     return path
+
+
+def stack_project(stack: str) -> Project | None:
+    """The project a stack belongs to: its file's project for a path, else the current one."""
+    if "/" in stack or stack.endswith((".yaml", ".yml")):
+        return project_of_stack_file(Path(stack)) or current_project()
+    return require_project()
 
 
 def display_path(path: Path) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gpudc.catalog import load_catalog
+from gpudc.catalog import current_catalog
 from gpudc.model import load_site, site_from_config
+from gpudc.model.loader import stack_project
 from gpudc.plan.expand import expand
 from gpudc.plan.types import Plan
 
@@ -12,7 +13,7 @@ def load_plan(stack: str) -> Plan:
     """The plan of a stack (a name in stacks/ or a path). Raises InputError on a bad site."""
     site, source = load_site(stack)
     name = source.rsplit("/", 1)[-1].removeprefix("Pulumi.").removesuffix(".yaml")
-    return expand(site, load_catalog(), stack=name, source=source)
+    return expand(site, current_catalog(stack_project(stack)), stack=name, source=source)
 
 
 __all__ = ["Plan", "expand", "load_plan", "site_from_config"]

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpudc import secrets
 from gpudc.errors import GpudcError, InputError
 from gpudc.plan.types import Plan
+from gpudc.project import site_state_dir
 from gpudc.provision.inventory import write_inventory
 from gpudc.resources import shipped
 
@@ -111,7 +111,7 @@ class ProvisionResult:
 
 
 def _state_root(site: str) -> Path:
-    root = secrets.state_dir() / site
+    root = site_state_dir(site)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return root
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpudc.catalog import Catalog, load_catalog
+from gpudc.catalog import Catalog, current_catalog
 from gpudc.errors import GpudcError
 
 #: Package roles whose packages come from Debian itself in the inbox RDMA mode.
@@ -167,7 +167,7 @@ def describe(name: str, version: str, role: str, siblings: dict[str, str]) -> St
 
 def standin_set(catalog: Catalog | None = None, *, newer: bool = False) -> list[StandinPackage]:
     """Every stand-in package of every profile's debian12 set, deduplicated by (name, version)."""
-    catalog = catalog or load_catalog()
+    catalog = catalog or current_catalog()
     seen: dict[tuple[str, str], StandinPackage] = {}
     for profile in catalog.profiles.values():
         table = profile.os.get(STANDIN_OS)

@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from gpudc import secrets
 from gpudc.errors import GpudcError
 from gpudc.model.site import check_label
 from gpudc.plan.types import Plan
+from gpudc.project import site_state_dir
 
 DRAIN_FILE = "drained-nodes"
 REASON_PREFIX = "gpudc: "
@@ -121,8 +121,7 @@ class FileDrainer:
 
     @classmethod
     def for_site(cls, site: str) -> FileDrainer:
-        secrets.site_secret_dir(site)  # validates the name
-        root = secrets.state_dir() / site
+        root = site_state_dir(site)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(root / DRAIN_FILE)
 

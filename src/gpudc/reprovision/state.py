@@ -1,6 +1,6 @@
 """What the reprovision workflow remembers on disk: one state file per node, and lock files.
 
-Layout under the site's state dir (`gpudc.secrets.state_dir()/<site>/reprovision/`):
+Layout under the site's state dir (`gpudc.project.site_state_dir(site)/reprovision/`):
 
 - `<node>.json`: the node's current (or last) run: its steps with status, start, end, seconds
   and detail; the verdict; the outcome. Written atomically after every change, so a run killed
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gpudc import secrets
 from gpudc.model.site import check_label
+from gpudc.project import site_state_dir
 
 #: The workflow's steps, in order.
 STEPS: tuple[str, ...] = ("check", "drain", "reimage", "wait_ssh", "provision", "validate", "resume")
@@ -41,8 +41,7 @@ FINAL: frozenset[str] = frozenset({"resumed", "kept-drained", "drained"})
 
 def state_root(site: str) -> Path:
     """The site's reprovision state dir (made on first use, mode 0700)."""
-    secrets.site_secret_dir(site)  # validates the site name as a label
-    path = secrets.state_dir() / site / "reprovision"
+    path = site_state_dir(site) / "reprovision"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 

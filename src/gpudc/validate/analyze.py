@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpudc.catalog import load_catalog
+from gpudc.catalog import current_catalog
 from gpudc.errors import InputError
 from gpudc.plan.types import Expectation
 from gpudc.validate import probe_script
@@ -46,7 +46,7 @@ def detect_kind(text: str) -> str:
 
 def expectation_for_sku(sku_name: str) -> Expectation:
     """An expectation from the hardware catalog alone (no plan, no software profile)."""
-    catalog = load_catalog()
+    catalog = current_catalog()
     sku = catalog.skus.get(sku_name)
     if sku is None:
         raise InputError(f"--sku {sku_name!r}: unknown SKU (known: {', '.join(sorted(catalog.skus))})")

@@ -1,6 +1,6 @@
 """The validator's history: every run, verdict and finding in SQLite.
 
-Default file `gpudc.secrets.state_dir()/history.db`, or `GPUDC_HISTORY`, or `--history F`.
+Default file `gpudc.project.history_path()` (`<state>/history.db`, or `GPUDC_HISTORY`), or `--history F`.
 It answers three questions the checks and reports ask:
 - how many reboots has the same cause already had on this node (`NodeHistory.reboots_for`),
   so that the same XID still asking for a reboot after 2 reboots escalates to RMA;
@@ -77,10 +77,9 @@ _BOOT_JITTER_S = 60.0
 
 
 def default_history_path() -> Path:
-    from gpudc.secrets import state_dir
+    from gpudc.project import history_path
 
-    env = os.environ.get("GPUDC_HISTORY")
-    return Path(env) if env else state_dir() / "history.db"
+    return history_path()
 
 
 @dataclass(slots=True)

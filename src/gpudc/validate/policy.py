@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import yaml
 
-from gpudc.catalog import catalog_dir
+from gpudc.catalog import overlay_dir, shipped_catalog_dir
 from gpudc.errors import InputError
 from gpudc.validate.types import ACTION_ORDER, SEVERITY_ORDER, Action, Severity
 
@@ -236,9 +236,37 @@ def _apply(policy: Policy, overrides: dict[str, Any]) -> Policy:
     return Policy(xids, default, resolutions, thresholds, rules, policy.catalog_source)
 
 
+def _overlay_policy(policy: Policy, overlay: Path) -> Policy:
+    """A project overlay's validation/thresholds.yaml: thresholds and rules, each with its source."""
+    path = overlay / "validation" / "thresholds.yaml"
+    if not path.exists():
+        return policy
+    data = _read(path)
+    problems = []
+    for section, body in data.items():
+        if section not in ("thresholds", "rules") or not isinstance(body, dict):
+            problems.append(f"{section}: an overlay's thresholds.yaml holds `thresholds:` and `rules:` mappings")
+            continue
+        for name, entry in body.items():
+            if not isinstance(entry, dict) or not entry.get("source"):
+                problems.append(f"{section}.{name}: an overlay entry needs its `source:`")
+    if problems:
+        raise InputError(problems, source=str(path))
+    try:
+        return _apply(policy, data)
+    except InputError as exc:
+        raise InputError([p.removeprefix("overrides.") for p in exc.problems], source=str(path)) from None
+
+
 def load_policy(overrides: dict[str, Any] | None = None, root: Path | None = None) -> Policy:
-    """The catalog's policy with a site's overrides applied."""
-    policy = _base_policy(root or catalog_dir())
+    """The catalog's policy (shipped, then the project overlay's) with a site's overrides applied."""
+    if root is not None:
+        policy = _base_policy(root)
+    else:
+        policy = _base_policy(shipped_catalog_dir())
+        overlay = overlay_dir()
+        if overlay is not None:
+            policy = _overlay_policy(policy, overlay)
     if overrides:
         if not isinstance(overrides, dict):
             raise InputError("overrides: expected a mapping")

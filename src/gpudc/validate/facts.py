@@ -1,0 +1,357 @@
+"""The probe's facts: one versioned, typed schema shared by the probe, the checks and `analyze`.
+
+    reading = read_facts(raw)          # raw: the JSON object the probe printed (or analyze built)
+    reading.facts                      # ProbeFacts, or None when the facts cannot be judged
+    reading.problems                   # what did not fit the schema, each naming its field
+
+The probe script (probe_script.py) is stdlib-only and cannot import this module, so it keeps its
+own copy of SCHEMA (a test holds the two equal) and builds plain dicts of these shapes. Bump
+SCHEMA when a field changes meaning or type; adding a NotRequired field does not need a bump.
+
+A field that does not fit is set to null (or dropped when it may be absent) and reported; the
+checks then judge the rest with that field unknown. A field that cannot be nulled (a GPU that
+is not an object, a missing index) leaves the node unjudged. Unknown fields are dropped and
+reported as info: they mean the probe and this schema drifted apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
+SCHEMA = 1
+
+# strict: a string where a number belongs is a malformed fact, not something to coerce;
+# forbid: a key the schema does not know is drift between the probe and this module
+_CONFIG = ConfigDict(strict=True, extra="forbid")
+
+Level = Literal["quick", "standard", "full", "analyze", "unknown"]
+#: where the GPU facts came from: NVML, the nvidia-smi -q -x fallback, nothing, or captured files
+Source = Literal["nvml", "nvidia-smi", "none", "analyze"]
+
+
+@with_config(_CONFIG)
+class EccMode(TypedDict):
+    current: bool
+    pending: bool
+
+
+@with_config(_CONFIG)
+class EccCounts(TypedDict):
+    volatile_corrected: int | None
+    volatile_uncorrected: int | None
+    aggregate_corrected: int | None
+    aggregate_uncorrected: int | None
+
+
+@with_config(_CONFIG)
+class Remap(TypedDict):
+    correctable: int
+    uncorrectable: int
+    pending: bool
+    failure: bool
+
+
+@with_config(_CONFIG)
+class RetiredPages(TypedDict):
+    sbe: int
+    dbe: int
+    pending: bool
+
+
+@with_config(_CONFIG)
+class Pcie(TypedDict):
+    gen: int | None
+    gen_max: int | None
+    width: int | None
+    width_max: int | None
+    replay: int | None
+
+
+@with_config(_CONFIG)
+class NvLink(TypedDict):
+    link: int
+    active: bool
+    # error counters: NVML only (nvidia-smi nvlink -s gives the state alone)
+    replay: NotRequired[int | None]
+    recovery: NotRequired[int | None]
+    crc_flit: NotRequired[int | None]
+    crc_data: NotRequired[int | None]
+
+
+@with_config(_CONFIG)
+class Fabric(TypedDict):
+    state: str
+    status: str | None
+    clique_id: int | None
+    cluster_uuid: str | None
+    health_mask: int | None
+    health_summary: str | None
+    # nvidia-smi's Fabric Health block (NVML gives health_mask instead)
+    degraded_bw: NotRequired[bool]
+    route_unhealthy: NotRequired[bool]
+
+
+@with_config(_CONFIG)
+class GpuError(TypedDict):
+    call: str
+    message: str
+
+
+@with_config(_CONFIG)
+class GpuFacts(TypedDict):
+    index: int
+    lost: bool
+    # the rest may be absent: a lost GPU stops after its identity, a hung call ends the GPU
+    hung: NotRequired[str]
+    errors: NotRequired[list[GpuError]]
+    name: NotRequired[str | None]
+    uuid: NotRequired[str | None]
+    serial: NotRequired[str | None]
+    vbios: NotRequired[str | None]
+    bdf: NotRequired[str | None]
+    persistence: NotRequired[bool | None]
+    ecc_mode: NotRequired[EccMode | None]
+    ecc: NotRequired[EccCounts]
+    remap: NotRequired[Remap | None]
+    retired_pages: NotRequired[RetiredPages | None]
+    recovery_action: NotRequired[str | None]
+    temperature_c: NotRequired[int | None]
+    power_w: NotRequired[float | None]
+    clocks_event_reasons: NotRequired[int | None]
+    pcie: NotRequired[Pcie]
+    nvlink: NotRequired[list[NvLink] | None]
+    fabric: NotRequired[Fabric | None]
+
+
+@with_config(_CONFIG)
+class Hung(TypedDict):
+    call: str
+    gpu: int | None
+    timeout_s: float
+
+
+@with_config(_CONFIG)
+class ProbeError(TypedDict):
+    where: str
+    message: str
+
+
+@with_config(_CONFIG)
+class NvmlCrash(TypedDict):
+    signal: str
+    call: str
+    gpu: int | None
+
+
+@with_config(_CONFIG)
+class XidEvent(TypedDict):
+    xid: int
+    dev: str
+    text: str
+    time: float | None
+    sources: list[str]
+    id: str
+
+
+# "class" is a keyword, hence the functional form
+PciDevice = with_config(_CONFIG)(TypedDict("PciDevice", {"bdf": str, "class": str, "device": str}))
+
+
+@with_config(_CONFIG)
+class Imex(TypedDict):
+    channel0: bool
+    nodes_rc: NotRequired[int]
+    nodes: NotRequired[Any]  # nvidia-imex-ctl -N -j as it printed it
+    nodes_text: NotRequired[str]
+    query_rc: NotRequired[int]
+    query: NotRequired[str]
+
+
+@with_config(_CONFIG)
+class Package(TypedDict):
+    version: str
+    status: str
+
+
+@with_config(_CONFIG)
+class IbPort(TypedDict):
+    device: str
+    port: int | str
+    state: str | None
+    phys_state: str | None
+    rate: str | None
+    link_layer: str | None
+    rate_gbps: float | None
+
+
+Dcgm = with_config(_CONFIG)(
+    TypedDict(
+        "Dcgm",
+        {
+            "level": int | None,
+            "rc": int | None,
+            "json": NotRequired[dict[str, Any]],  # dcgmi diag -j as it printed it (either schema)
+            "error": NotRequired[str],
+        },
+    )
+)
+
+
+@with_config(_CONFIG)
+class Nccl(TypedDict):
+    gpus: int
+    rc: NotRequired[int]
+    busbw_gbps: NotRequired[float | None]
+    error: NotRequired[str]
+
+
+@with_config(_CONFIG)
+class ProbeFacts(TypedDict):
+    schema: int
+    level: Level
+    hostname: str | None
+    time: float | None
+    boot_time: float | None
+    source: Source | None
+    driver_version: str | None
+    cuda_version: str | None
+    gpu_count: int | None
+    gpus: list[GpuFacts]
+    hung: list[Hung]
+    errors: list[ProbeError]
+    tools_missing: list[str]
+    xids: list[XidEvent]
+    # filled by later steps: absent when a step failed before writing, or the level skips it
+    duration_s: NotRequired[float]
+    nvml_crash: NotRequired[NvmlCrash]
+    gpu_lost_rc: NotRequired[bool]
+    pci_source: NotRequired[str]
+    pci_devices: NotRequired[list[PciDevice]]
+    pci_gpu_count: NotRequired[int]
+    kernel_log_sources: NotRequired[list[str]]
+    services: NotRequired[dict[str, str]]
+    imex: NotRequired[Imex]
+    modules: NotRequired[dict[str, bool] | None]
+    kernel_driver: NotRequired[str | None]
+    packages: NotRequired[dict[str, Package | None] | None]
+    ib_ports: NotRequired[list[IbPort]]
+    dcgm: NotRequired[Dcgm | None]
+    nccl: NotRequired[Nccl | None]
+
+
+#: what a reader of captured nvidia-smi output (-q -x, -q text) gives
+@with_config(_CONFIG)
+class SmiFacts(TypedDict):
+    driver_version: str | None
+    cuda_version: str | None
+    gpus: list[GpuFacts]
+    attached_gpus: NotRequired[int | None]
+
+
+FACTS = TypeAdapter(ProbeFacts)
+SMI_FACTS = TypeAdapter(SmiFacts)
+
+#: at most this many fields are repaired before the facts count as unreadable
+MAX_PROBLEMS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One field of the facts that did not fit the schema."""
+
+    field: str  # e.g. "gpus[3].temperature_c"
+    kind: Literal["malformed", "unknown"]
+    message: str  # e.g. "expected a valid integer, got 'hot'"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    schema: Any  # the version the facts claim (None: none)
+    facts: ProbeFacts | None  # None: another schema version, or a field that cannot be nulled
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def schema_ok(self) -> bool:
+        return _same_schema(self.schema)
+
+
+def _same_schema(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value == SCHEMA
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _locate(data: Any, loc: tuple[int | str, ...]) -> tuple[str, Any, int | str | None]:
+    """The field an error location names, as text, with its container and key. Walks the data
+    as far as it goes: what pydantic appends past it (union member tags) is not a field."""
+    path = ""
+    parent: Any = None
+    key: int | str | None = None
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str):
+            parent, key = node, part
+            path = f"{path}.{part}" if path else part
+            if part not in node:
+                break  # a missing key: the path names it, there is nothing below
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            parent, key = node, part
+            path = f"{path}[{part}]"
+            node = node[part]
+        else:
+            break
+    return path or "(the document)", parent, key
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "missing":
+        return "missing"
+    msg = str(error["msg"])
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    return f"{msg.replace('input should be', 'expected')}, got {_short(error.get('input'))}"
+
+
+def read_facts(raw: Mapping[str, Any]) -> Reading:
+    """The facts checked against the schema; never raises for what a node sends."""
+    if not isinstance(raw, Mapping):
+        return Reading(None, None, [Problem("(the document)", "malformed", f"not an object: {_short(raw)}")])
+    schema = raw.get("schema")
+    if not _same_schema(schema):
+        return Reading(schema, None)
+    data = copy.deepcopy(dict(raw))
+    problems: list[Problem] = []
+    tried: dict[str, str] = {}  # field -> the last repair tried on it
+    while True:
+        try:
+            return Reading(schema, FACTS.validate_python(data), problems)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+        path, parent, key = _locate(data, tuple(error["loc"]))
+        if len(problems) >= MAX_PROBLEMS or parent is None or key is None:
+            problems.append(Problem(path, "malformed", _message(error)))
+            return Reading(schema, None, problems)
+        if error["type"] == "extra_forbidden":
+            problems.append(Problem(path, "unknown", f"not a field of schema {SCHEMA}"))
+            del parent[key]
+            continue
+        step = tried.get(path)
+        if step is None:
+            problems.append(Problem(path, "malformed", _message(error)))
+        if step is None and isinstance(parent, dict) and key in parent:
+            tried[path] = "null"
+            parent[key] = None
+        elif step in (None, "null") and isinstance(parent, dict) and key in parent:
+            tried[path] = "drop"
+            del parent[key]
+        else:  # neither null nor absent is allowed here: the facts cannot be judged
+            return Reading(schema, None, problems)
