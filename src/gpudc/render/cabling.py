@@ -1,30 +1,29 @@
 """`gpudc cabling check`: the cabled fabric (ibnetdiscover or LLDP) against the plan.
 
-A link is a pair of endpoints, each (node description, port) as the discovery tool names it:
-InfiniBand switches by their node description (the switch name) and port number, HCAs as
-"<host> <hca>" port 1 (rdma-core's default node description); Ethernet switch ports by
-their Cumulus name (swpN, swpNsM). Findings: missing (planned, not seen), extra (seen, not
-planned) and swapped (two planned cables whose far ends are exchanged).
+A link is a pair of endpoints, each (device, port) as the discovery tool names it. InfiniBand
+(`ibnetdiscover`, topology or `-p` form, read by gpudc.render.discovery): a switch by the name
+in its NodeDescription (`MF0;<name>:<model>/U1` -> `<name>`) and its port number (1..64 on a
+QM9700), an HCA as "<host> <hca>" port 1 (rdma-ndd's "%h %d"; the plan's compute NIC names,
+mlx5_N per the SKU's `compute_nic_names`, are the HCA names). Ethernet (`lldpctl -f json` or
+`json0`): switch ports by their Cumulus name (swpN, swpNsM); a host's end by the host alone
+(the plan does not know a host's Linux interface names). Findings: missing (planned, not
+seen), extra (seen, not planned) and swapped (two planned cables whose far ends are
+exchanged).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpudc.errors import InputError
 from gpudc.plan.types import Plan, Switch
+from gpudc.render import discovery
 from gpudc.render.artifacts import breakout_factor, cumulus_port
 
 End = tuple[str, str]
 Link = frozenset[End]
-
-_HEADER = re.compile(r'^(Switch|Ca|Router)\s+(\d+)\s+"([^"]+)"\s*(?:#\s*"([^"]*)")?')
-_PORT = re.compile(r'^\[(\d+)\](?:\(([0-9a-fA-Fx]+)\))?\s+"([^"]+)"\[(\d+)\](?:\(([0-9a-fA-Fx]+)\))?\s*(?:#\s*(.*))?$')
-_QUOTED = re.compile(r'"([^"]*)"')
 
 
 def fmt_end(end: End) -> str:
@@ -93,49 +92,8 @@ def planned_ib_links(plan: Plan) -> set[Link]:
 
 
 def parse_ibnetdiscover(text: str, source: str) -> set[Link]:
-    """Links of `ibnetdiscover` output, each endpoint by node description and port."""
-    names: dict[str, str] = {}
-    raw: list[tuple[str, str, str, str, int]] = []
-    current: str | None = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            if not s:
-                current = None
-            continue
-        m = _HEADER.match(s)
-        if m:
-            current = m.group(3)
-            names[current] = m.group(4) if m.group(4) is not None else current
-            continue
-        if s.startswith("["):
-            p = _PORT.match(s)
-            if p is None or current is None:
-                raise InputError(f"line {lineno}: not an ibnetdiscover port line: {s[:80]!r}", source=source)
-            raw.append((current, p.group(1), p.group(3), p.group(4), lineno))
-            # the far end's description, when the far end has no block of its own
-            comment = p.group(6) or ""
-            quoted = _QUOTED.findall(comment)
-            if quoted and p.group(3) not in names:
-                names.setdefault(f"?{p.group(3)}", quoted[-1])
-            continue
-        if "=" in s and re.match(r"^[a-z]+=", s):
-            continue  # vendid=, devid=, sysimgguid=, switchguid=, caguid=
-        raise InputError(f"line {lineno}: not ibnetdiscover output: {s[:80]!r}", source=source)
-    if not names:
-        raise InputError("no ibnetdiscover topology found (expected 'Switch' and 'Ca' blocks)", source=source)
-
-    def desc(node_id: str) -> str:
-        text = names.get(node_id) or names.get(f"?{node_id}") or node_id
-        host, sep, hca = text.partition(" ")
-        if sep and "." in host and re.fullmatch(r"mlx5_\d+|[a-z]+\d+_\d+", hca):
-            return f"{host.split('.', 1)[0]} {hca}"  # rdma-ndd's "%h %d" with an FQDN host name
-        return text
-
-    links: set[Link] = set()
-    for local, port, remote, rport, _ in raw:
-        links.add(frozenset(((desc(local), port), (desc(remote), rport))))
-    return links
+    """Cables of `ibnetdiscover` output (either form), each end as (device name, port)."""
+    return discovery.parse_ibnetdiscover(text, source).named_links()
 
 
 def compare(planned: set[Link], observed: set[Link], source: str) -> Report:
@@ -204,65 +162,99 @@ def planned_lldp(plan: Plan, switch: str) -> dict[str, tuple[str, str | None]]:
 
 
 def parse_lldpctl(text: str, source: str) -> dict[str, tuple[str, str]]:
-    """`lldpctl -f json` neighbors: local port -> (remote system name, remote port)."""
-    try:
-        doc = json.loads(text)
-        interfaces = doc["lldp"].get("interface", [])
-    except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-        raise InputError("not `lldpctl -f json` output (expected {\"lldp\": {\"interface\": ...}})", source=source) from None
-    if isinstance(interfaces, dict):
-        interfaces = [{k: v} for k, v in interfaces.items()]
-    out: dict[str, tuple[str, str]] = {}
-    for i, entry in enumerate(interfaces):
-        if not isinstance(entry, dict):
-            raise InputError(f"lldp.interface[{i}]: not an object", source=source)
-        for ifname, data in entry.items():
-            try:
-                chassis = data["chassis"]
-                name = next(iter(chassis)) if "id" not in chassis else chassis.get("name", chassis["id"]["value"])
-                port = data["port"]
-                pid = port.get("id", {})
-                rport = pid.get("value") if pid.get("type") == "ifname" else port.get("descr") or pid.get("value", "")
-            except (KeyError, TypeError, StopIteration, AttributeError):
-                raise InputError(f"lldp.interface[{i}].{ifname}: no chassis/port", source=source) from None
-            out[str(ifname)] = (str(name), str(rport))
+    """`lldpctl -f json`/`json0` neighbors: local port -> (remote system name, remote port)."""
+    return {n.local_port: (n.system_name, n.port) for n in discovery.parse_lldpctl(text, source)}
+
+
+def _plan_name(name: str, known: set[str]) -> str:
+    """A SysName as the plan names it: LLDP carries the system's hostname, often a FQDN."""
+    name = name.strip()
+    if name in known:
+        return name
+    short = name.split(".", 1)[0]
+    return short if short in known else name
+
+
+def _device_of(path: Path) -> str:
+    name = path.name
+    for suffix in (".json0", ".json", ".lldp"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def planned_host_lldp(plan: Plan, host: str) -> set[Link]:
+    """The switch ports a host's OS should see over LLDP: its NICs on Ethernet fabrics (not the
+    BMC's port on the OOB network: the BMC, not the host OS, speaks on that one)."""
+    switches = {s.name: s for s in plan.switches}
+    ethernet = {f.name for f in plan.fabrics if f.kind == "ethernet"}
+    out: set[Link] = set()
+    for nic in plan.node(host).nics:
+        sw = switches.get(nic.switch or "")
+        if sw is None or nic.switch_port is None or nic.network == "oob" or sw.fabric not in ethernet:
+            continue
+        out.add(frozenset(((host, "-"), (sw.name, _switch_port(sw, plan, nic.switch_port)))))
     return out
 
 
 def check_lldp(plan: Plan, paths: list[Path]) -> Report:
+    """`lldpctl` output of switches (<switch>.json) and hosts (<host>.json), json or json0."""
     switches = {s.name for s in plan.switches}
+    hosts = {n.name for n in plan.nodes}
+    known = switches | hosts | {d.name for d in plan.devices}
     report = Report(", ".join(map(str, paths)), 0, 0)
+    host_want: set[Link] = set()
+    host_seen: set[Link] = set()
     for path in paths:
-        switch = path.name.removesuffix(".json")
-        if switch not in switches:
-            raise InputError(f"{path}: name the file <switch>.json; {switch!r} is no switch of site {plan.site.name}")
-        want = planned_lldp(plan, switch)
-        seen = parse_lldpctl(_read(path), str(path))
-        report.planned += len(want)
-        report.observed += len(seen)
-        wrong: dict[str, tuple[tuple[str, str | None], tuple[str, str]]] = {}
-        for port, (far, far_port) in sorted(want.items()):
-            got = seen.get(port)
-            if got is None:
-                report.missing.append(frozenset(((switch, port), (far, far_port or "-"))))
-            elif got[0] != far or (far_port is not None and got[1] != far_port):
-                wrong[port] = ((far, far_port), got)
-        for port, got in sorted(seen.items()):
-            if port not in want:
-                report.extra.append(frozenset(((switch, port), got)))
-        done: set[str] = set()
-        for port, ((far, far_port), got) in sorted(wrong.items()):
-            if port in done:
-                continue
-            partner = next((q for q, ((f2, _), g2) in wrong.items()
-                            if q != port and q not in done and g2[0] == far and got[0] == f2), None)
-            if partner is not None:
-                (f2, fp2), _ = wrong[partner]
-                report.swapped.append((frozenset(((switch, port), (far, far_port or "-"))),
-                                       frozenset(((switch, partner), (f2, fp2 or "-")))))
-                done |= {port, partner}
-            else:
-                want_s = f"{far}:{far_port}" if far_port else far
-                report.miswired.append(((switch, port), want_s, f"{got[0]}:{got[1]}"))
-                done.add(port)
+        device = _device_of(path)
+        if device in hosts:
+            host_want |= planned_host_lldp(plan, device)
+            for n in discovery.parse_lldpctl(_read(path), str(path)):
+                host_seen.add(frozenset(((device, "-"), (_plan_name(n.system_name, known), n.port))))
+            continue
+        if device not in switches:
+            raise InputError(f"{path}: name the file <switch>.json or <host>.json; {device!r} is no switch "
+                             f"of site {plan.site.name}, nor one of its hosts")
+        _check_switch(plan, device, path, known, report)
+    if host_want or host_seen:
+        hosts_report = compare(host_want, host_seen, report.source)
+        report.planned += hosts_report.planned
+        report.observed += hosts_report.observed
+        report.missing += hosts_report.missing
+        report.extra += hosts_report.extra
+        report.swapped += hosts_report.swapped
     return report
+
+
+def _check_switch(plan: Plan, switch: str, path: Path, known: set[str], report: Report) -> None:
+    want = planned_lldp(plan, switch)
+    # eth0 is a Cumulus switch's management port (on the OOB network, not in this switch's
+    # front-panel plan): only swp ports are compared
+    seen = {port: (_plan_name(name, known), rport)
+            for port, (name, rport) in parse_lldpctl(_read(path), str(path)).items() if port.startswith("swp")}
+    report.planned += len(want)
+    report.observed += len(seen)
+    wrong: dict[str, tuple[tuple[str, str | None], tuple[str, str]]] = {}
+    for port, (far, far_port) in sorted(want.items()):
+        got = seen.get(port)
+        if got is None:
+            report.missing.append(frozenset(((switch, port), (far, far_port or "-"))))
+        elif got[0] != far or (far_port is not None and got[1] != far_port):
+            wrong[port] = ((far, far_port), got)
+    for port, got in sorted(seen.items()):
+        if port not in want:
+            report.extra.append(frozenset(((switch, port), got)))
+    done: set[str] = set()
+    for port, ((far, far_port), got) in sorted(wrong.items()):
+        if port in done:
+            continue
+        partner = next((q for q, ((f2, _), g2) in wrong.items()
+                        if q != port and q not in done and g2[0] == far and got[0] == f2), None)
+        if partner is not None:
+            (f2, fp2), _ = wrong[partner]
+            report.swapped.append((frozenset(((switch, port), (far, far_port or "-"))),
+                                   frozenset(((switch, partner), (f2, fp2 or "-")))))
+            done |= {port, partner}
+        else:
+            want_s = f"{far}:{far_port}" if far_port else far
+            report.miswired.append(((switch, port), want_s, f"{got[0]}:{got[1]}"))
+            done.add(port)
