@@ -28,9 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     chk = csub.add_parser("check", help="report missing, extra and swapped cables")
     chk.add_argument("--stack", required=True)
     src = chk.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ibnetdiscover", type=Path, metavar="FILE", help="ibnetdiscover output of the fabric")
+    src.add_argument("--ibnetdiscover", type=Path, metavar="FILE",
+                     help="`ibnetdiscover` (or `ibnetdiscover -p`) output of the InfiniBand fabric")
     src.add_argument("--lldp", type=Path, nargs="+", metavar="FILE",
-                     help="`lldpctl -f json` output of switches, one file per switch named <switch>.json")
+                     help="`lldpctl -f json` (or json0) output, one file per switch or host, named "
+                          "<switch>.json or <host>.json")
     chk.add_argument("--json", type=Path, metavar="FILE", help="write the findings as JSON")
     chk.set_defaults(handler=_cabling_check)
 

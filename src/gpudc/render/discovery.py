@@ -35,7 +35,8 @@ _P_LINK = re.compile(
     r"^(CA|SW|RT)\s+(\d+)\s+(\d+)\s+(0x[0-9A-Fa-f]+)\s+(\S+)\s+(\S+)\s+-\s+"
     r"(CA|SW|RT)\s+(\d+)\s+(\d+)\s+(0x[0-9A-Fa-f]+)\s+\(\s*'(.*)'\s+-\s+'(.*)'\s*\)\s*$"
 )
-_P_OPEN = re.compile(r"^(CA|SW|RT)\s+(\d+)\s+(\d+)\s+(0x[0-9A-Fa-f]+)\s+(\S+)\s+(\S+)\s+(.*)$")
+# (a line whose far end is cut short, "- SW 2 18 0x..", is neither)
+_P_OPEN = re.compile(r"^(CA|SW|RT)\s+(\d+)\s+(\d+)\s+(0x[0-9A-Fa-f]+)\s+(\S+)\s+(\S+)\s+(?!-\s)(\S.*)$")
 _KEYVAL = re.compile(r"^[a-z]+=")
 _SWITCH_DESC = re.compile(r"^MF0;(?P<name>[^:]+):(?P<model>[^/]+)/U\d+$")
 _HCA_DEV = re.compile(r"^(?:mlx\d+_\d+|mlx5_bond_\d+|HCA-\d+|[a-z]+\d*_\d+)$")
