@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gpudc.catalog import catalog_dir
+from gpudc.catalog import shipped_catalog_dir as catalog_dir
 from gpudc.errors import InputError
 from gpudc.validate.policy import load_policy
 

@@ -159,8 +159,9 @@ class XidEvent(TypedDict):
     id: str
 
 
-# "class" is a keyword, hence the functional form
-PciDevice = with_config(_CONFIG)(TypedDict("PciDevice", {"bdf": str, "class": str, "device": str}))
+# "class" is a keyword, hence the functional form (with_config on it confuses mypy)
+PciDevice = TypedDict("PciDevice", {"bdf": str, "class": str, "device": str})
+PciDevice.__pydantic_config__ = _CONFIG  # type: ignore[attr-defined]
 
 
 @with_config(_CONFIG)
@@ -190,17 +191,12 @@ class IbPort(TypedDict):
     rate_gbps: float | None
 
 
-Dcgm = with_config(_CONFIG)(
-    TypedDict(
-        "Dcgm",
-        {
-            "level": int | None,
-            "rc": int | None,
-            "json": NotRequired[dict[str, Any]],  # dcgmi diag -j as it printed it (either schema)
-            "error": NotRequired[str],
-        },
-    )
-)
+@with_config(_CONFIG)
+class Dcgm(TypedDict):
+    level: int | None
+    rc: int | None
+    json: NotRequired[dict[str, Any]]  # dcgmi diag -j as it printed it (either schema)
+    error: NotRequired[str]
 
 
 @with_config(_CONFIG)
@@ -290,9 +286,21 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _locate(data: Any, loc: tuple[int | str, ...]) -> tuple[str, Any, int | str | None]:
-    """The field an error location names, as text, with its container and key. Walks the data
-    as far as it goes: what pydantic appends past it (union member tags) is not a field."""
+def _original(removed: dict[int, list[int]], rows: list[Any], index: int) -> int:
+    """A row's index in the document as sent, before rows were dropped from its list."""
+    for gone in sorted(removed.get(id(rows), [])):
+        if gone <= index:
+            index += 1
+    return index
+
+
+def _locate(
+    data: Any, loc: tuple[int | str, ...], removed: dict[int, list[int]] | None = None
+) -> tuple[str, Any, int | str | None, int]:
+    """The field an error location names, as text, with its container, its key and how many
+    parts of loc it used. Walks the data as far as it goes: what pydantic appends past it
+    (union member tags) is not a field."""
+    used = 0
     path = ""
     parent: Any = None
     key: int | str | None = None
@@ -301,16 +309,18 @@ def _locate(data: Any, loc: tuple[int | str, ...]) -> tuple[str, Any, int | str 
         if isinstance(node, dict) and isinstance(part, str):
             parent, key = node, part
             path = f"{path}.{part}" if path else part
+            used += 1
             if part not in node:
                 break  # a missing key: the path names it, there is nothing below
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             parent, key = node, part
-            path = f"{path}[{part}]"
+            path = f"{path}[{_original(removed or {}, node, part)}]"
+            used += 1
             node = node[part]
         else:
             break
-    return path or "(the document)", parent, key
+    return path or "(the document)", parent, key, used
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -331,12 +341,14 @@ def read_facts(raw: Mapping[str, Any]) -> Reading:
     data = copy.deepcopy(dict(raw))
     problems: list[Problem] = []
     tried: dict[str, str] = {}  # field -> the last repair tried on it
+    removed: dict[int, list[int]] = {}  # id(list) -> original indices of its dropped rows
     while True:
         try:
             return Reading(schema, FACTS.validate_python(data), problems)
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
-        path, parent, key = _locate(data, tuple(error["loc"]))
+        loc = tuple(error["loc"])
+        path, parent, key, used = _locate(data, loc, removed)
         if len(problems) >= MAX_PROBLEMS or parent is None or key is None:
             problems.append(Problem(path, "malformed", _message(error)))
             return Reading(schema, None, problems)
@@ -344,14 +356,33 @@ def read_facts(raw: Mapping[str, Any]) -> Reading:
             problems.append(Problem(path, "unknown", f"not a field of schema {SCHEMA}"))
             del parent[key]
             continue
-        step = tried.get(path)
-        if step is None:
+        if path not in tried:
             problems.append(Problem(path, "malformed", _message(error)))
-        if step is None and isinstance(parent, dict) and key in parent:
-            tried[path] = "null"
-            parent[key] = None
-        elif step in (None, "null") and isinstance(parent, dict) and key in parent:
-            tried[path] = "drop"
-            del parent[key]
-        else:  # neither null nor absent is allowed here: the facts cannot be judged
-            return Reading(schema, None, problems)
+        # null the field, else drop it, else the same one level up (a GPU or an event whose
+        # index cannot be read is dropped whole); the document itself cannot be dropped
+        while key is None or not _repair(parent, key, path, tried, removed):
+            used -= 1
+            if used <= 0:
+                return Reading(schema, None, problems)
+            path, parent, key, used = _locate(data, loc[:used], removed)
+
+
+def _repair(
+    parent: Any, key: int | str, path: str, tried: dict[str, str], removed: dict[int, list[int]]
+) -> bool:
+    step = tried.get(path)
+    if isinstance(parent, list) and isinstance(key, int) and step is None:
+        removed.setdefault(id(parent), []).append(_original(removed, parent, key))
+        del parent[key]
+        return True
+    if not isinstance(parent, dict):
+        return False
+    if step is None:
+        tried[path] = "null"  # also fills a missing key
+        parent[key] = None
+        return True
+    if step == "null" and key in parent:
+        tried[path] = "drop"
+        del parent[key]
+        return True
+    return False

@@ -2,6 +2,10 @@
 
     verdict = evaluate(node, facts, expected, policy, history)
 
+`evaluate` first reads the facts against their schema (gpudc.validate.facts): a probe of another
+schema version gets one `probe_schema` finding and no check runs; a field that does not fit is
+a `probe_facts` finding naming it, and the checks get typed facts with that field unknown.
+
 One module per health concern (gpud style); each exposes `check(ctx) -> list[Finding]`.
 A finding's `check` name is also its cause key for escalation (e.g. "xid:79", "gpu_count",
 "gpu_lost"): when a finding asks for a reboot and the history says earlier runs already asked
@@ -11,7 +15,7 @@ becomes rma (gpud's escalation).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -26,12 +30,14 @@ from gpudc.validate.checks import (
     pcie,
     probe_health,
     recovery,
+    schema,
     services,
     software,
     thermal,
     xid,
 )
 from gpudc.validate.checks.base import Context, HistoryView
+from gpudc.validate.facts import read_facts
 from gpudc.validate.policy import Policy
 from gpudc.validate.types import Finding, Verdict
 
@@ -80,14 +86,18 @@ def _escalate(findings: list[Finding], ctx: Context) -> list[Finding]:
 
 def evaluate(
     node: str,
-    facts: dict[str, Any],
+    facts: Mapping[str, Any],
     expected: Expectation | None,
     policy: Policy,
     history: HistoryView | None = None,
 ) -> Verdict:
-    """The node's verdict from its probe facts (pure: no I/O beyond what history answers)."""
-    ctx = Context(node, facts, expected, policy, history)
-    findings: list[Finding] = []
+    """The node's verdict from its probe facts as the probe printed them (pure: no I/O beyond
+    what history answers). Never raises for what a node sends."""
+    reading = read_facts(facts)
+    findings: list[Finding] = schema.findings(reading, policy)
+    if reading.facts is None:
+        return Verdict.from_findings(node, findings)
+    ctx = Context(node, reading.facts, expected, policy, history)
     for name, fn in CHECKS:
         try:
             findings += fn(ctx)
@@ -105,7 +115,10 @@ def evaluate(
     return Verdict.from_findings(node, findings)
 
 
-def reported_xid_ids(facts: dict[str, Any], policy: Policy) -> list[str]:
-    """Ids of the XID events inside the window: what the history should remember as reported."""
-    ctx = Context("", facts, None, policy, None)
-    return xid.reported_xid_ids(facts, ctx)
+def reported_xid_ids(facts: Mapping[str, Any], policy: Policy) -> list[str]:
+    """Ids of the XID events inside the window: what the history should remember as reported
+    (none for facts that cannot be read)."""
+    reading = read_facts(facts)
+    if reading.facts is None:
+        return []
+    return xid.reported_xid_ids(Context("", reading.facts, None, policy, None))

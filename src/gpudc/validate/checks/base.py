@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpudc.plan.types import Expectation
+from gpudc.validate.facts import GpuFacts, ProbeFacts
 from gpudc.validate.policy import Policy
 from gpudc.validate.types import Finding
 
@@ -22,7 +23,7 @@ class HistoryView(Protocol):
         ...
 
     def seen_xids(self) -> set[str]:
-        """Ids of XID events (facts["xids"][*]["id"]) already reported in earlier runs."""
+        """Ids of XID events (XidEvent.id) already reported in earlier runs."""
         ...
 
 
@@ -34,7 +35,7 @@ def short(text: Any, limit: int = EVIDENCE_MAX) -> str:
 @dataclass(slots=True)
 class Context:
     node: str
-    facts: dict[str, Any]
+    facts: ProbeFacts  # validated against the schema (gpudc.validate.facts)
     expected: Expectation | None
     policy: Policy
     history: HistoryView | None
@@ -48,16 +49,16 @@ class Context:
     def info(self, check: str, message: str, gpu: int | None = None, evidence: Any = "") -> Finding:
         return Finding(check, "info", message, "none", gpu, short(evidence) if evidence != "" else "")
 
-    def gpus(self) -> Iterator[dict[str, Any]]:
-        """GPUs whose facts can be judged (not lost, not hung, a mapping)."""
-        for gpu in self.facts.get("gpus") or []:
-            if isinstance(gpu, dict) and not gpu.get("lost") and not gpu.get("hung"):
+    def gpus(self) -> Iterator[GpuFacts]:
+        """GPUs whose facts can be judged (not lost, not hung)."""
+        for gpu in self.facts["gpus"]:
+            if not gpu["lost"] and not gpu.get("hung"):
                 yield gpu
 
     @property
     def from_probe(self) -> bool:
         """True for facts the node probe collected; False for `gpudc analyze` input."""
-        return str(self.facts.get("source", "")) not in ("analyze",)
+        return self.facts["source"] != "analyze"
 
 
 def num(value: Any) -> float | None:

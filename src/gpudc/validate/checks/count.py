@@ -10,20 +10,19 @@ def check(ctx: Context) -> list[Finding]:
     facts = ctx.facts
     exp = ctx.expected
     out: list[Finding] = []
-    for gpu in facts.get("gpus") or []:
-        if isinstance(gpu, dict) and gpu.get("lost"):
-            errs = "; ".join(f"{e.get('call')}: {e.get('message')}" for e in gpu.get("errors") or [])
-            out.append(
-                ctx.finding("gpu_lost", "gpu_lost", f"GPU {gpu.get('index')} is lost", gpu.get("index"), errs)
-            )
+    for gpu in facts["gpus"]:
+        if gpu["lost"]:
+            errs = "; ".join(f"{e['call']}: {e['message']}" for e in gpu.get("errors") or [])
+            i = gpu["index"]
+            out.append(ctx.finding("gpu_lost", "gpu_lost", f"GPU {i} is lost", i, errs))
     if facts.get("gpu_lost_rc"):
         out.append(
             ctx.finding(
                 "gpu_lost", "gpu_lost", "nvidia-smi exited 15: a GPU has fallen off the bus", None, "rc 15"
             )
         )
-    count = facts.get("gpu_count")
-    if isinstance(count, int) and exp is not None:
+    count = facts["gpu_count"]
+    if count is not None and exp is not None:
         if count < exp.gpu_count:
             out.append(
                 ctx.finding(
@@ -45,15 +44,13 @@ def check(ctx: Context) -> list[Finding]:
                 )
             )
     pci = facts.get("pci_gpu_count")
-    if isinstance(pci, int) and isinstance(count, int):
+    if pci is not None and count is not None:
         if pci > count:
-            nvml_bdfs = {g.get("bdf") for g in facts.get("gpus") or [] if isinstance(g, dict)}
+            nvml_bdfs = {g.get("bdf") for g in facts["gpus"]}
             missing = [
-                d.get("bdf")
+                d["bdf"]
                 for d in facts.get("pci_devices") or []
-                if isinstance(d, dict)
-                and d.get("class") in ("0302", "0300")
-                and d.get("bdf") not in nvml_bdfs
+                if d["class"] in ("0302", "0300") and d["bdf"] not in nvml_bdfs
             ]
             out.append(
                 ctx.finding(
@@ -61,7 +58,7 @@ def check(ctx: Context) -> list[Finding]:
                     "pci_mismatch",
                     f"{pci} NVIDIA GPUs on the PCI bus, the driver sees {count}",
                     None,
-                    f"{facts.get('pci_source')}: not in NVML: {', '.join(str(m) for m in missing[:8])}",
+                    f"{facts.get('pci_source')}: not in NVML: {', '.join(missing[:8])}",
                 )
             )
         elif pci == 0 and count > 0:
@@ -76,9 +73,9 @@ def check(ctx: Context) -> list[Finding]:
     if exp is not None and exp.gpu_model:
         wrong = sorted(
             {
-                str(g.get("name"))
+                name
                 for g in ctx.gpus()
-                if g.get("name") and exp.gpu_model.lower() not in str(g.get("name")).lower()
+                if (name := g.get("name")) and exp.gpu_model.lower() not in name.lower()
             }
         )
         if wrong:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpudc.validate.checks.base import Context, num
+from gpudc.validate.checks.base import Context
 from gpudc.validate.parsers.dcgm import normalize
 from gpudc.validate.types import Finding
 
@@ -10,10 +10,10 @@ from gpudc.validate.types import Finding
 def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     dcgm = ctx.facts.get("dcgm")
-    if isinstance(dcgm, dict):
-        level = dcgm.get("level")
+    if dcgm is not None:
+        level = dcgm["level"]
         doc = dcgm.get("json")
-        if isinstance(doc, dict):
+        if doc is not None:
             results, runtime = normalize(doc)
             if runtime:
                 out.append(ctx.finding("dcgm_diag", "dcgm_error", f"dcgmi diag -r {level}: {runtime}"))
@@ -40,13 +40,13 @@ def check(ctx: Context) -> list[Finding]:
                     "dcgm_error",
                     f"dcgmi diag -r {level} gave no results",
                     None,
-                    dcgm.get("error") or f"rc {dcgm.get('rc')}",
+                    dcgm.get("error") or f"rc {dcgm['rc']}",
                 )
             )
     nccl = ctx.facts.get("nccl")
     exp = ctx.expected
-    if isinstance(nccl, dict):
-        busbw = num(nccl.get("busbw_gbps"))
+    if nccl is not None:
+        busbw = nccl.get("busbw_gbps")
         floor = exp.busbw_floor_gbps if exp is not None else None
         if busbw is None:
             out.append(
@@ -65,7 +65,7 @@ def check(ctx: Context) -> list[Finding]:
                     "busbw_low",
                     f"all_reduce busbw {busbw:g} GB/s below the floor {floor:g} GB/s",
                     None,
-                    f"{nccl.get('gpus')} GPUs, 8 GiB messages",
+                    f"{nccl['gpus']} GPUs, 8 GiB messages",
                 )
             )
     return out

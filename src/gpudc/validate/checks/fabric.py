@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gpudc.validate.checks.base import Context
+from gpudc.validate.facts import Fabric
 from gpudc.validate.types import Finding
 
 _ZERO_UUIDS = {"", "00000000-0000-0000-0000-000000000000", "0" * 32}
@@ -16,9 +15,9 @@ def check(ctx: Context) -> list[Finding]:
     exp = ctx.expected
     out: list[Finding] = []
     for gpu in ctx.gpus():
-        i = gpu.get("index")
+        i = gpu["index"]
         fab = gpu.get("fabric")
-        if not isinstance(fab, dict) or fab.get("state") in (None, "not_supported", "n/a"):
+        if fab is None or fab["state"] in ("not_supported", "n/a"):
             if exp is not None and exp.clique_required and "fabric" in gpu:
                 out.append(
                     ctx.finding(
@@ -27,7 +26,7 @@ def check(ctx: Context) -> list[Finding]:
                 )
             continue
         ev = _evidence(fab)
-        state, status = str(fab.get("state")), str(fab.get("status") or "")
+        state, status = fab["state"], fab["status"] or ""
         if state != "completed" or (status and status != "success"):
             out.append(
                 ctx.finding(
@@ -40,10 +39,11 @@ def check(ctx: Context) -> list[Finding]:
             )
             continue
         problems = []
-        if fab.get("health_summary") in ("unhealthy", "limited_capacity"):
-            problems.append(str(fab["health_summary"]).replace("_", " "))
-        mask = fab.get("health_mask")
-        if isinstance(mask, int):
+        summary = fab["health_summary"]
+        if summary in ("unhealthy", "limited_capacity"):
+            problems.append(summary.replace("_", " "))
+        mask = fab["health_mask"]
+        if mask is not None:
             for shift, bad, what in _MASK_BAD:
                 if (mask >> shift) & 0x3 == bad:
                     problems.append(what)
@@ -62,8 +62,8 @@ def check(ctx: Context) -> list[Finding]:
                 )
             )
         if exp is not None and exp.clique_required:
-            clique = fab.get("clique_id")
-            uuid = str(fab.get("cluster_uuid") or "").lower()
+            clique = fab["clique_id"]
+            uuid = (fab["cluster_uuid"] or "").lower()
             if clique in (0, None) or uuid in _ZERO_UUIDS:
                 out.append(
                     ctx.finding(
@@ -77,6 +77,9 @@ def check(ctx: Context) -> list[Finding]:
     return out
 
 
-def _evidence(fab: dict[str, Any]) -> str:
-    keys = ("state", "status", "clique_id", "cluster_uuid", "health_mask", "health_summary")
-    return ", ".join(f"{k}={fab.get(k)}" for k in keys if k in fab)
+def _evidence(fab: Fabric) -> str:
+    return (
+        f"state={fab['state']}, status={fab['status']}, clique_id={fab['clique_id']}, "
+        f"cluster_uuid={fab['cluster_uuid']}, health_mask={fab['health_mask']}, "
+        f"health_summary={fab['health_summary']}"
+    )

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from gpudc.validate.checks.base import Context, num
+from gpudc.validate.checks.base import Context
 from gpudc.validate.types import Finding
 
 
 def check(ctx: Context) -> list[Finding]:
     exp = ctx.expected
     ports = ctx.facts.get("ib_ports")
-    if exp is None or exp.ib_ports <= 0 or not isinstance(ports, list):
+    if exp is None or exp.ib_ports <= 0 or ports is None:
         return []
-    rows = [
-        p for p in ports if isinstance(p, dict) and str(p.get("link_layer") or "InfiniBand") == "InfiniBand"
-    ]
-    active = [p for p in rows if "ACTIVE" in str(p.get("state", "")).upper()]
-    fast = [p for p in active if (num(p.get("rate_gbps")) or 0) >= exp.ib_rate_gbps]
+    rows = [p for p in ports if (p["link_layer"] or "InfiniBand") == "InfiniBand"]
+    active = [p for p in rows if "ACTIVE" in (p["state"] or "").upper()]
+    fast = [p for p in active if (p["rate_gbps"] or 0) >= exp.ib_rate_gbps]
     out: list[Finding] = []
-    names = ", ".join(f"{p.get('device')}/{p.get('port')} {p.get('state')} {p.get('rate')}" for p in rows)
+    names = ", ".join(f"{p['device']}/{p['port']} {p['state']} {p['rate']}" for p in rows)
     if len(active) < exp.ib_ports:
         out.append(
             ctx.finding(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from gpudc.validate.checks.base import Context, num
+from gpudc.validate.checks.base import Context
 from gpudc.validate.types import Finding
 
 
@@ -12,21 +10,20 @@ def check(ctx: Context) -> list[Finding]:
     p = ctx.policy
     out: list[Finding] = []
     for gpu in ctx.gpus():
-        i = gpu.get("index")
+        i = gpu["index"]
         mode = gpu.get("ecc_mode")
-        if isinstance(mode, dict) and (mode.get("current") is False or mode.get("pending") is False):
+        if mode is not None and not (mode["current"] and mode["pending"]):
             out.append(
                 ctx.finding(
                     "ecc_mode",
                     "ecc_disabled",
                     f"ECC is disabled on GPU {i}",
                     i,
-                    f"current {mode.get('current')}, pending {mode.get('pending')}",
+                    f"current {mode['current']}, pending {mode['pending']}",
                 )
             )
-        raw_ecc = gpu.get("ecc")
-        ecc: dict[str, Any] = raw_ecc if isinstance(raw_ecc, dict) else {}
-        vu = num(ecc.get("volatile_uncorrected"))
+        ecc = gpu.get("ecc")
+        vu = ecc["volatile_uncorrected"] if ecc is not None else None
         if vu is not None and vu > p.threshold("ecc_volatile_uncorrected_max"):
             out.append(
                 ctx.finding(
@@ -34,11 +31,11 @@ def check(ctx: Context) -> list[Finding]:
                     "ecc_uncorrected",
                     f"{int(vu)} uncorrectable ECC errors (volatile) on GPU {i}",
                     i,
-                    f"volatile uncorrected {int(vu)}, aggregate uncorrected {ecc.get('aggregate_uncorrected')}",
+                    f"volatile uncorrected {int(vu)}, aggregate uncorrected {ecc and ecc['aggregate_uncorrected']}",
                 )
             )
-        vc = num(ecc.get("volatile_corrected"))
-        ac = num(ecc.get("aggregate_corrected"))
+        vc = ecc["volatile_corrected"] if ecc is not None else None
+        ac = ecc["aggregate_corrected"] if ecc is not None else None
         if vc is not None and vc > p.threshold("ecc_volatile_corrected_warn"):
             out.append(
                 ctx.finding(
@@ -52,14 +49,14 @@ def check(ctx: Context) -> list[Finding]:
                 )
             )
         remap = gpu.get("remap")
-        if isinstance(remap, dict):
+        if remap is not None:
             ev = (
-                f"correctable {remap.get('correctable')}, uncorrectable {remap.get('uncorrectable')}, "
-                f"pending {remap.get('pending')}, failure {remap.get('failure')}"
+                f"correctable {remap['correctable']}, uncorrectable {remap['uncorrectable']}, "
+                f"pending {remap['pending']}, failure {remap['failure']}"
             )
-            if remap.get("failure"):
+            if remap["failure"]:
                 out.append(ctx.finding("remap", "remap_failure", f"row remapping failed on GPU {i}", i, ev))
-            elif remap.get("pending"):
+            elif remap["pending"]:
                 out.append(
                     ctx.finding(
                         "remap",
@@ -69,8 +66,8 @@ def check(ctx: Context) -> list[Finding]:
                         ev,
                     )
                 )
-            unc = num(remap.get("uncorrectable"))
-            if unc is not None and unc >= p.threshold("remap_uncorrectable_warn"):
+            unc = remap["uncorrectable"]
+            if unc >= p.threshold("remap_uncorrectable_warn"):
                 out.append(
                     ctx.finding(
                         "remap",
@@ -81,9 +78,9 @@ def check(ctx: Context) -> list[Finding]:
                     )
                 )
         pages = gpu.get("retired_pages")
-        if isinstance(pages, dict):
-            sbe, dbe = num(pages.get("sbe")) or 0, num(pages.get("dbe")) or 0
-            ev = f"sbe {int(sbe)}, dbe {int(dbe)}, pending {pages.get('pending')}"
+        if pages is not None:
+            sbe, dbe = pages["sbe"], pages["dbe"]
+            ev = f"sbe {sbe}, dbe {dbe}, pending {pages['pending']}"
             if sbe + dbe >= p.threshold("retired_pages_total_fail") or dbe > p.threshold(
                 "retired_pages_dbe_fail"
             ):
@@ -92,7 +89,7 @@ def check(ctx: Context) -> list[Finding]:
                         "retired_pages", "retired_pages", f"{int(sbe + dbe)} retired pages on GPU {i}", i, ev
                     )
                 )
-            elif pages.get("pending"):
+            elif pages["pending"]:
                 out.append(
                     ctx.finding(
                         "retired_pages", "retired_pages_pending", f"page retirement pending on GPU {i}", i, ev

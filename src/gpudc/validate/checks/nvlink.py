@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from gpudc.validate.checks.base import Context, num
+from typing import Literal
+
+from gpudc.validate.checks.base import Context
 from gpudc.validate.types import Finding
 
-_COUNTERS = ("replay", "recovery", "crc_flit", "crc_data")
+_COUNTERS: tuple[Literal["replay", "recovery", "crc_flit", "crc_data"], ...] = (
+    "replay",
+    "recovery",
+    "crc_flit",
+    "crc_data",
+)
 
 
 def check(ctx: Context) -> list[Finding]:
@@ -13,13 +20,12 @@ def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     warn_at = ctx.policy.threshold("nvlink_errors_warn")
     for gpu in ctx.gpus():
-        i = gpu.get("index")
-        links = gpu.get("nvlink")
-        if not isinstance(links, list):
+        i = gpu["index"]
+        rows = gpu.get("nvlink")
+        if rows is None:  # not read (nvidia-smi -q captures carry no NVLink state)
             continue
-        rows = [link for link in links if isinstance(link, dict)]
-        active = [link for link in rows if link.get("active")]
-        inactive = [link.get("link") for link in rows if not link.get("active")]
+        active = [link for link in rows if link["active"]]
+        inactive = [link["link"] for link in rows if not link["active"]]
         if exp is not None and exp.nvlink_count and len(active) < exp.nvlink_count:
             out.append(
                 ctx.finding(
@@ -48,10 +54,10 @@ def check(ctx: Context) -> list[Finding]:
         worst = ""
         for link in rows:
             for name in _COUNTERS:
-                value = num(link.get(name))
+                value = link.get(name)
                 if value:
                     total += value
-                    worst = worst or f"link {link.get('link')} {name} {int(value)}"
+                    worst = worst or f"link {link['link']} {name} {value}"
         if total >= warn_at:
             out.append(
                 ctx.finding(

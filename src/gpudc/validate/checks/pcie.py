@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gpudc.validate.checks.base import Context, num
+from gpudc.validate.checks.base import Context
 from gpudc.validate.types import Finding
 
 _IDLE = 0x1
@@ -13,19 +13,19 @@ _IDLE = 0x1
 def check(ctx: Context) -> list[Finding]:
     exp = ctx.expected
     out: list[Finding] = []
-    now, boot = num(ctx.facts.get("time")), num(ctx.facts.get("boot_time"))
+    now, boot = ctx.facts["time"], ctx.facts["boot_time"]
     for gpu in ctx.gpus():
-        i = gpu.get("index")
+        i = gpu["index"]
         pcie = gpu.get("pcie")
-        if not isinstance(pcie, dict):
+        if pcie is None:
             continue
-        gen, gen_max = num(pcie.get("gen")), num(pcie.get("gen_max"))
-        width, width_max = num(pcie.get("width")), num(pcie.get("width_max"))
+        gen, gen_max = pcie["gen"], pcie["gen_max"]
+        width, width_max = pcie["width"], pcie["width_max"]
         link = f"Gen{_i(gen)} x{_i(width)} (max Gen{_i(gen_max)} x{_i(width_max)})"
         if exp is not None and exp.pcie_gen is not None and exp.pcie_width is not None:
             want = f"Gen{exp.pcie_gen} x{exp.pcie_width}"
             reasons = gpu.get("clocks_event_reasons")
-            idle = isinstance(reasons, int) and bool(reasons & _IDLE)
+            idle = reasons is not None and bool(reasons & _IDLE)
             bad_width = width is not None and width < exp.pcie_width
             bad_gen_max = gen_max is not None and gen_max < exp.pcie_gen
             low_gen = gen is not None and gen < exp.pcie_gen
@@ -37,7 +37,7 @@ def check(ctx: Context) -> list[Finding]:
                 )
             elif low_gen:
                 out.append(ctx.info("pcie", f"PCIe link of GPU {i} downclocked at idle: {link}", i, link))
-        replay = num(pcie.get("replay"))
+        replay = pcie["replay"]
         if replay and now is not None and boot is not None and now > boot:
             lanes = width or (exp.pcie_width if exp and exp.pcie_width else 16)
             limit = math.ceil(ctx.policy.threshold("pcie_replay_per_lane_per_min") * lanes)
@@ -49,11 +49,11 @@ def check(ctx: Context) -> list[Finding]:
                         "pcie_replay_rate",
                         f"PCIe replay rate {rate:.1f}/min on GPU {i} exceeds {limit}/min",
                         i,
-                        f"{int(replay)} replays since boot {int((now - boot) / 60)} min ago",
+                        f"{replay} replays since boot {int((now - boot) / 60)} min ago",
                     )
                 )
     return out
 
 
-def _i(value: float | None) -> str:
-    return "?" if value is None else str(int(value))
+def _i(value: int | None) -> str:
+    return "?" if value is None else str(value)

@@ -12,48 +12,45 @@ _TOOL_NEEDS = {"nvidia-imex-ctl": "imex", "dcgmi": None, "all_reduce_perf": None
 def check(ctx: Context) -> list[Finding]:
     facts = ctx.facts
     out: list[Finding] = []
-    for hung in facts.get("hung") or []:
-        call = hung.get("call", "?") if isinstance(hung, dict) else str(hung)
-        gpu = hung.get("gpu") if isinstance(hung, dict) else None
-        where = f"GPU {gpu}" if isinstance(gpu, int) else "the node"
+    for hung in facts["hung"]:
+        call, gpu = hung["call"], hung["gpu"]
+        where = f"GPU {gpu}" if gpu is not None else "the node"
         out.append(
             ctx.finding(
                 "nvml",
                 "nvml_hung",
                 f"nvml hung in {call} on {where}",
-                gpu if isinstance(gpu, int) else None,
-                f"{call} did not return within {hung.get('timeout_s', '?')} s"
-                if isinstance(hung, dict)
-                else "",
+                gpu,
+                f"{call} did not return within {hung['timeout_s']:g} s",
             )
         )
     crash = facts.get("nvml_crash")
-    if isinstance(crash, dict):
-        gpu = crash.get("gpu")
-        where = f"GPU {gpu}" if isinstance(gpu, int) else "the node"
+    if crash is not None:
+        gpu = crash["gpu"]
+        where = f"GPU {gpu}" if gpu is not None else "the node"
         out.append(
             ctx.finding(
                 "nvml",
                 "nvml_crashed",
-                f"nvml crashed ({crash.get('signal')}) in {crash.get('call')} on {where}",
-                gpu if isinstance(gpu, int) else None,
+                f"nvml crashed ({crash['signal']}) in {crash['call']} on {where}",
+                gpu,
                 "the probe's NVML process died; the rest of the probe ran",
             )
         )
-    elif facts.get("source") == "none":
-        errs = "; ".join(str(e.get("message")) for e in facts.get("errors") or [] if isinstance(e, dict))
+    elif facts["source"] == "none":
+        errs = "; ".join(e["message"] for e in facts["errors"])
         out.append(
             ctx.finding("nvml", "nvml_unavailable", "no NVML and no nvidia-smi on the node", None, errs)
         )
-    for err in facts.get("errors") or []:
-        if not isinstance(err, dict) or err.get("where") == "nvml":
+    for err in facts["errors"]:
+        if err["where"] == "nvml":
             continue
-        out.append(ctx.finding("probe", "probe_error", f"{err.get('where')}: {err.get('message')}"))
-    level = facts.get("level")
-    for tool in facts.get("tools_missing") or []:
-        if tool == "nvidia-smi" and facts.get("source") == "nvml":
+        out.append(ctx.finding("probe", "probe_error", f"{err['where']}: {err['message']}"))
+    level = facts["level"]
+    for tool in facts["tools_missing"]:
+        if tool == "nvidia-smi" and facts["source"] == "nvml":
             continue
-        if tool == "pynvml" and facts.get("source") == "nvidia-smi":
+        if tool == "pynvml" and facts["source"] == "nvidia-smi":
             out.append(ctx.info("probe", "pynvml not installed; read nvidia-smi -q -x instead"))
             continue
         need = _TOOL_NEEDS.get(tool)

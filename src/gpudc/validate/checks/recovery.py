@@ -22,8 +22,8 @@ def check(ctx: Context) -> list[Finding]:
         action = gpu.get("recovery_action")
         if action in (None, "none"):
             continue
-        i = gpu.get("index")
-        rule = _RULES.get(str(action), "recovery_gpu_reset")
+        i = gpu["index"]
+        rule = _RULES.get(action, "recovery_gpu_reset")
         out.append(
             ctx.finding(
                 "recovery_action", rule, f"GPU {i} recovery action: {action}", i, f"recovery action {action}"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gpudc.validate.checks.base import Context, short
+from gpudc.validate.facts import Imex
 from gpudc.validate.types import Finding
 
 _BAD_IMEX = {"DOWN", "DEGRADED", "UNAVAILABLE", "NOT_READY", "NOT READY", "INVALID", "ERROR", "FAILED"}
@@ -28,7 +29,7 @@ def check(ctx: Context) -> list[Finding]:
     exp = ctx.expected
     services = ctx.facts.get("services")
     out: list[Finding] = []
-    if exp is None or not isinstance(services, dict):
+    if exp is None or services is None:
         return out
     if not services and (exp.fabric_manager or exp.imex):
         out.append(ctx.finding("services", "tool_missing", "systemctl not available: service states unknown"))
@@ -47,8 +48,7 @@ def check(ctx: Context) -> list[Finding]:
             )
     if exp.imex:
         state = services.get("nvidia-imex")
-        raw_imex = ctx.facts.get("imex")
-        imex: dict[str, Any] = raw_imex if isinstance(raw_imex, dict) else {}
+        imex: Imex = ctx.facts.get("imex") or {"channel0": False}
         if state != "active":
             out.append(
                 ctx.finding(
@@ -61,9 +61,9 @@ def check(ctx: Context) -> list[Finding]:
             )
         else:
             bad = sorted({s for s in _states(imex.get("nodes")) if s.strip().upper() in _BAD_IMEX})
-            text = str(imex.get("nodes_text") or "")
+            text = imex.get("nodes_text") or ""
             bad += [w for w in ("DOWN", "DEGRADED") if f": {w}" in text.upper()]
-            query = str(imex.get("query") or "")
+            query = imex.get("query") or ""
             if imex.get("query_rc") not in (None, 0) or (query and "READY" not in query.upper()):
                 bad.append(f"daemon {query or 'rc ' + str(imex.get('query_rc'))}")
             if bad:

@@ -16,7 +16,7 @@ def _installed(status: str) -> bool:
 def check(ctx: Context) -> list[Finding]:
     facts, exp = ctx.facts, ctx.expected
     out: list[Finding] = []
-    driver = facts.get("driver_version")
+    driver = facts["driver_version"]
     if exp is not None and exp.driver_version and driver and driver != exp.driver_version:
         out.append(
             ctx.finding(
@@ -46,31 +46,28 @@ def check(ctx: Context) -> list[Finding]:
                             f"profile {exp.profile}",
                         )
                     )
-                elif got.get("version") != want:
+                elif got["version"] != want:
                     out.append(
                         ctx.finding(
                             "packages",
                             "package_mismatch",
-                            f"{name} {got.get('version')}, the profile pins {want}",
+                            f"{name} {got['version']}, the profile pins {want}",
                             None,
-                            f"dpkg status {got.get('status')}",
+                            f"dpkg status {got['status']}",
                         )
                     )
-                elif not _installed(str(got.get("status", "ii"))):
+                elif not _installed(got["status"]):
                     out.append(
                         ctx.finding(
                             "packages",
                             "package_mismatch",
-                            f"{name} {want} is in dpkg state {got.get('status')}, not installed (ii or hi)",
+                            f"{name} {want} is in dpkg state {got['status']}, not installed (ii or hi)",
                         )
                     )
     modules = facts.get("modules")
     if isinstance(modules, dict):
-        nvml_works = (
-            facts.get("source") == "nvml"
-            and isinstance(facts.get("gpu_count"), int)
-            and facts["gpu_count"] > 0
-        )
+        count = facts["gpu_count"]
+        nvml_works = facts["source"] == "nvml" and count is not None and count > 0
         for mod in ("nvidia", "nvidia_uvm"):
             if modules.get(mod) is False:
                 if nvml_works:
@@ -88,6 +85,6 @@ def check(ctx: Context) -> list[Finding]:
             )
     for gpu in ctx.gpus():
         if gpu.get("persistence") is False:
-            i = gpu.get("index")
+            i = gpu["index"]
             out.append(ctx.finding("persistence", "persistence_off", f"persistence mode off on GPU {i}", i))
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpudc.validate.checks.base import Context, num
+from gpudc.validate.checks.base import Context
 from gpudc.validate.types import Finding
 
 _NAMES = {
@@ -20,9 +20,9 @@ def check(ctx: Context) -> list[Finding]:
     margin = p.threshold("temperature_warn_margin_c")
     out: list[Finding] = []
     for gpu in ctx.gpus():
-        i = gpu.get("index")
+        i = gpu["index"]
         reasons = gpu.get("clocks_event_reasons")
-        if isinstance(reasons, int) and not isinstance(reasons, bool) and reasons & mask:
+        if reasons is not None and reasons & mask:
             names = [name for bit, name in _NAMES.items() if reasons & mask & bit]
             out.append(
                 ctx.finding(
@@ -33,7 +33,7 @@ def check(ctx: Context) -> list[Finding]:
                     f"clocks event reasons 0x{reasons:x}",
                 )
             )
-        temp = num(gpu.get("temperature_c"))
+        temp = gpu.get("temperature_c")
         if temp is not None:
             if temp > limit:
                 out.append(

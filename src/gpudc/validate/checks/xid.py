@@ -10,10 +10,10 @@ in force until the node has rebooted, so re-validating a broken node never turns
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Sequence
 
-from gpudc.validate.checks.base import Context, num
+from gpudc.validate.checks.base import Context
+from gpudc.validate.facts import GpuFacts, PciDevice, XidEvent
 from gpudc.validate.types import Finding
 
 #: XID 154's text: "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
@@ -30,23 +30,18 @@ _XID154_RULES = {
 }
 
 
-def gpu_for(dev: str, gpus: Iterable[Any], pci_devices: Any = None) -> int | None:
+def gpu_for(dev: str, gpus: Sequence[GpuFacts], pci_devices: Sequence[PciDevice] | None = None) -> int | None:
     """The GPU index of an XID's PCI device. A GPU that fell off the bus has no NVML bus id any
     more; then its place among the PCI GPUs (NVML enumerates in PCI bus order) tells, as long as
     NVML and PCI see the same number of GPUs."""
-    dev = str(dev).lower()
-    gpus = list(gpus)
+    dev = dev.lower()
     for gpu in gpus:
-        if isinstance(gpu, dict) and isinstance(gpu.get("bdf"), str) and gpu["bdf"].lower().startswith(dev):
-            index = gpu.get("index")
-            return index if isinstance(index, int) else None
-    if not isinstance(pci_devices, list):
+        bdf = gpu.get("bdf")
+        if bdf is not None and bdf.lower().startswith(dev):
+            return gpu["index"]
+    if pci_devices is None:
         return None
-    pci_gpus = sorted(
-        str(d.get("bdf", "")).lower()
-        for d in pci_devices
-        if isinstance(d, dict) and str(d.get("class", "")).startswith("03")
-    )
+    pci_gpus = sorted(d["bdf"].lower() for d in pci_devices if d["class"].startswith("03"))
     if len(pci_gpus) != len(gpus):
         return None
     for index, bdf in enumerate(pci_gpus):
@@ -55,35 +50,31 @@ def gpu_for(dev: str, gpus: Iterable[Any], pci_devices: Any = None) -> int | Non
     return None
 
 
-def in_window(ctx: Context) -> list[dict[str, Any]]:
+def in_window(ctx: Context) -> list[XidEvent]:
     """The XID events inside the policy's window (events without a time count as inside)."""
-    now = num(ctx.facts.get("time"))
+    now = ctx.facts["time"]
     window = ctx.policy.threshold("xid_window_s")
-    events = []
-    for ev in ctx.facts.get("xids") or []:
-        if not isinstance(ev, dict) or not isinstance(ev.get("xid"), int):
-            continue
-        t = num(ev.get("time"))
-        if now is not None and t is not None and t < now - window:
-            continue
-        events.append(ev)
-    return events
+    return [
+        ev
+        for ev in ctx.facts["xids"]
+        if now is None or ev["time"] is None or ev["time"] >= now - window
+    ]
 
 
 def check(ctx: Context) -> list[Finding]:
     seen = ctx.history.seen_xids() if ctx.history is not None else set()
-    boot = num(ctx.facts.get("boot_time"))
-    gpus = ctx.facts.get("gpus") or []
-    groups: dict[tuple[int, int | None, str], list[dict[str, Any]]] = {}
+    boot = ctx.facts["boot_time"]
+    gpus = ctx.facts["gpus"]
+    groups: dict[tuple[int, int | None, str], list[XidEvent]] = {}
     for ev in in_window(ctx):
-        t = num(ev.get("time"))
-        if ev.get("id") in seen:
+        t = ev["time"]
+        if ev["id"] in seen:
             state = "seen"
         elif boot is not None and t is not None and t < boot:
             state = "before_boot"
         else:
             state = "new"
-        gpu = gpu_for(str(ev.get("dev", "")), gpus, ctx.facts.get("pci_devices"))
+        gpu = gpu_for(ev["dev"], gpus, ctx.facts.get("pci_devices"))
         groups.setdefault((ev["xid"], gpu, state), []).append(ev)
     out: list[Finding] = []
     for (code, gpu, state), events in sorted(
@@ -91,9 +82,9 @@ def check(ctx: Context) -> list[Finding]:
     ):
         rule = ctx.policy.xid(code)
         last = events[-1]
-        where = f"GPU {gpu}" if gpu is not None else f"PCI {last.get('dev')}"
+        where = f"GPU {gpu}" if gpu is not None else f"PCI {last['dev']}"
         times = f" x{len(events)}" if len(events) > 1 else ""
-        evidence = f"NVRM: Xid (PCI:{last.get('dev')}): {code}, {last.get('text', '')}"
+        evidence = f"NVRM: Xid (PCI:{last['dev']}): {code}, {last['text']}"
         label = f"XID {code} ({rule.name}) on {where}{times}"
         check_name = f"xid:{code}"
         if state == "seen" and rule.action in ("none", "drain"):
@@ -113,7 +104,7 @@ def check(ctx: Context) -> list[Finding]:
         if state == "seen":
             label += " (already reported; no reboot since)"
         if code == 154:
-            m = _XID154.search(str(last.get("text", "")))
+            m = _XID154.search(last["text"])
             if m:
                 target = _XID154_RULES.get(int(m.group(1), 16), "recovery_gpu_reset")
                 if target is None:
@@ -138,6 +129,6 @@ def check(ctx: Context) -> list[Finding]:
     return out
 
 
-def reported_xid_ids(facts: dict[str, Any], ctx: Context) -> list[str]:
+def reported_xid_ids(ctx: Context) -> list[str]:
     """Ids of the window's XID events (what a history should remember as reported)."""
-    return [str(ev["id"]) for ev in in_window(ctx) if ev.get("id")]
+    return [ev["id"] for ev in in_window(ctx) if ev["id"]]
