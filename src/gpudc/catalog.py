@@ -23,6 +23,7 @@ from gpudc.resources import shipped
 if TYPE_CHECKING:
     from gpudc.project import Project
 
+# Deprecated, kept only until its last reader moves: the OS list is the os/ entries (current_os_catalog().names).
 OS_NAMES = ("ubuntu2204", "ubuntu2404", "debian12")
 #: Roles whose packages a profile pins, in install order.
 PACKAGE_ROLES = (
@@ -340,3 +341,108 @@ def profile_problem(profile: Profile, sku: Sku) -> str | None:
     if sku.fact("open_module_required") and profile.driver.kernel_module != "open":
         return f"profile {profile.name!r} uses the proprietary kernel module; {sku.name} needs the open one"
     return None
+
+
+# --------------------------------------------------------------------------- operating systems
+# catalog/os/: one file per OS a node can run (how it installs over the network, per CPU
+# architecture) and architectures.yaml (what each architecture's UEFI firmware needs from DHCP).
+# These entries are the one list of OS names: the plan rejects a site whose OS is not here.
+
+#: Installer kinds the PXE templates know how to drive (templates/pxe): what the code supports.
+INSTALLERS = ("autoinstall", "preseed")
+_ARCHITECTURES = "architectures.yaml"
+
+
+class OsImage(_Strict):
+    """One OS's network installer for one CPU architecture, as the boot server serves it."""
+
+    path: Fact  # folder on the boot server, relative to the site's boot URL
+    kernel: Fact  # file names in that folder
+    initrd: Fact
+    iso: Fact | None = None  # the live ISO the installer fetches (Ubuntu's url=), none for netboot
+
+
+class OsRelease(_Strict):
+    name: str
+    description: str
+    family: Fact  # ubuntu | debian
+    release: Fact  # codename: noble, jammy, bookworm
+    installer: Fact  # one of INSTALLERS
+    mirror: Fact | None = None  # package mirror the installer uses (preseed)
+    images: dict[str, OsImage]  # CPU architecture -> installer files
+    source: str | None = None  # required in a project overlay (its facts carry their own too)
+
+
+class CpuArch(_Strict):
+    description: str
+    uefi_client_arch: Fact  # DHCP option 93 value the firmware sends
+    ipxe: Fact  # iPXE binary the DHCP server hands that firmware
+    source: str | None = None  # required in a project overlay
+
+
+class OsCatalog(_Strict):
+    releases: dict[str, OsRelease]
+    architectures: dict[str, CpuArch]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.releases)
+
+
+def _os_problems(release: OsRelease, architectures: dict[str, CpuArch]) -> list[str]:
+    problems = []
+    if release.installer.value not in INSTALLERS:
+        problems.append(f"installer.value: {release.installer.value!r} is not one of {', '.join(INSTALLERS)}")
+    for arch, image in release.images.items():
+        if arch not in architectures:
+            problems.append(f"images.{arch}: unknown CPU architecture (os/{_ARCHITECTURES} has: "
+                            f"{', '.join(sorted(architectures))})")
+        if release.installer.value == "autoinstall" and image.iso is None:
+            problems.append(f"images.{arch}.iso: an autoinstall image needs the live ISO it installs from")
+    if release.installer.value == "preseed" and release.mirror is None:
+        problems.append("mirror: a preseed installer needs the package mirror it installs from")
+    return problems
+
+
+@cache
+def load_os_catalog(root: Path | None = None, overlay: Path | None = None) -> OsCatalog:
+    """The OS entries of the catalog at `root` (default: the shipped one), an overlay merged over it."""
+    from gpudc.resources import shipped
+
+    layers = [(root or shipped("catalog"), False)]
+    if overlay is not None:
+        layers.append((overlay, True))
+    releases: dict[str, OsRelease] = {}
+    architectures: dict[str, CpuArch] = {}
+    files: dict[str, Path] = {}
+    for base, is_overlay in layers:
+        folder = base / "os"
+        arch_path = folder / _ARCHITECTURES
+        if arch_path.exists() or not is_overlay:
+            data = _read(arch_path) or {}
+            if not isinstance(data, dict):
+                raise InputError("expected a mapping with `architectures:`", source=str(arch_path))
+            for name, body in (data.get("architectures") or {}).items():
+                arch = _parse(CpuArch, body, arch_path)
+                if is_overlay and not arch.source:
+                    raise InputError(f"architectures.{name}.source: an overlay entry must say where its facts "
+                                     "come from", source=str(arch_path))
+                architectures[str(name)] = arch
+        for path in sorted(folder.glob("*.yaml")):
+            if path.name == _ARCHITECTURES:
+                continue
+            release = _parse(OsRelease, _read(path), path)
+            if is_overlay and not release.source:
+                raise InputError("source: an overlay entry must say where its facts come from", source=str(path))
+            releases[release.name] = release
+            files[release.name] = path
+    for name, release in releases.items():
+        problems = _os_problems(release, architectures)
+        if problems:
+            raise InputError(problems, source=str(files[name]))
+    return OsCatalog(releases=releases, architectures=architectures)
+
+
+def current_os_catalog(project: Project | None = None) -> OsCatalog:
+    """The OS entries of a project (default: the current one): shipped + its overlay."""
+    return load_os_catalog(overlay=overlay_dir(project))
