@@ -18,7 +18,7 @@ from typing import Any
 from gpudc.conformance import collector_script
 from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
-from gpudc.validate.fanout import FanOut, HostResult, SshOptions, Target
+from gpudc.validate.fanout import FanOut, HostResult, JumpHost, SshOptions, Target
 
 #: Units provisioning enables: the driver's persistence daemon and DCGM on every node, fabric
 #: manager and IMEX where the plan expects them (the roles' *_service defaults).
@@ -32,20 +32,23 @@ NVML_TIMEOUT_S = 20.0
 
 @dataclass(slots=True)
 class Reach:
-    """How to reach a site's nodes: key, known_hosts, and addresses that override the plan's."""
+    """How to reach a site's nodes: the SSH side of `gpudc.access.SiteAccess`. Paths only."""
 
-    identity: Path | None
+    identity: Path | None  # None: the ssh-agent's keys
     known_hosts: Path | None
     addresses: dict[str, str] = field(default_factory=dict)
+    user: str = "root"
+    port: int = 22
+    jump: str | None = None
 
 
 def site_reach(plan: Plan) -> Reach:
-    """The one place this area learns how to reach nodes (the lab's key and addresses, or the
-    site's secret dir). Switch to `gpudc.access.site_access(plan)` when that lands."""
-    from gpudc.validate.command import _site_defaults
+    """The one place this area learns how to reach nodes: the site's access boundary."""
+    from gpudc.access import site_access
 
-    identity, known_hosts, addresses = _site_defaults(plan.site.name, plan.site.stack)
-    return Reach(identity, known_hosts, addresses)
+    access = site_access(plan)
+    return Reach(access.ssh_identity, access.known_hosts, dict(access.addresses), access.ssh_user,
+                 access.ssh_port, access.jump)
 
 
 def required_services(node: Node) -> list[str]:
@@ -58,7 +61,7 @@ def collector_source() -> str:
     return Path(collector_script.__file__).read_text()
 
 
-def collector_command(node: Node) -> str:
+def collector_command(node: Node, nvml_timeout: float = NVML_TIMEOUT_S) -> str:
     packages = list(node.expected.packages)
     for name in packages:
         if "," in name or not name.isprintable() or not name:
@@ -67,7 +70,7 @@ def collector_command(node: Node) -> str:
         "python3", "-",
         "--packages", ",".join(packages),
         "--services", ",".join(required_services(node)),
-        "--nvml-timeout", f"{NVML_TIMEOUT_S:g}",
+        "--nvml-timeout", f"{nvml_timeout:g}",
     ]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -107,6 +110,7 @@ def ssh_options(
     *,
     parallel: int = 64,
     connect_timeout: float = 10.0,
+    command_timeout: float = COMMAND_TIMEOUT_S,
     deadline: float | None = None,
 ) -> SshOptions:
     if reach.identity is None and not os.environ.get("SSH_AUTH_SOCK"):
@@ -114,12 +118,15 @@ def ssh_options(
             f"no controller key of site {plan.site.name!r} in its secret dir and no ssh-agent (SSH_AUTH_SOCK)"
         )
     return SshOptions(
+        user=reach.user,
+        port=reach.port,
+        jump=JumpHost.parse(reach.jump) if reach.jump else None,
         identity=reach.identity,
         known_hosts=reach.known_hosts,
         parallel=parallel,
         connect_timeout=connect_timeout,
         auth_timeout=connect_timeout,
-        command_timeout=COMMAND_TIMEOUT_S,
+        command_timeout=command_timeout,
         deadline=deadline,
     )
 
@@ -130,7 +137,9 @@ def collect_states(
     """Run the collector on every node; one NodeState per node, whatever happens to it."""
     addresses = addresses or {}
     targets = [Target(n.name, addresses.get(n.name, n.ssh_address)) for n in nodes]
-    commands = {n.name: collector_command(n) for n in nodes}
+    # the NVML child must give up well inside the node's own limit, so its other facts still come back
+    nvml_timeout = max(1.0, min(NVML_TIMEOUT_S, ssh.command_timeout / 3))
+    commands = {n.name: collector_command(n, nvml_timeout) for n in nodes}
     with FanOut(ssh) as fan:
         results = fan.run(targets, lambda t: commands[t.name], collector_source().encode())
     return {r.name: parse_output(r.name, r) for r in results}

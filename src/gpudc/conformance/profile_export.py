@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gpudc.catalog import OS_NAMES, PACKAGE_ROLES, Profile, load_catalog
+from gpudc.catalog import OS_NAMES, PACKAGE_ROLES, Profile, current_catalog
 from gpudc.errors import InputError
 
 FORMATS = ("json", "apt-preferences", "ansible-vars")
@@ -33,7 +33,7 @@ def canonical_json(data: Any) -> str:
 
 
 def get_profile(name: str) -> Profile:
-    profiles = load_catalog().profiles
+    profiles = current_catalog().profiles  # shipped + the project's overlay
     if name not in profiles:
         known = ", ".join(sorted(profiles)) or "none"
         raise InputError(f"profile {name!r}: not in the catalog (known: {known})")
@@ -41,7 +41,8 @@ def get_profile(name: str) -> Profile:
 
 
 def profile_document(profile: Profile) -> dict[str, Any]:
-    return profile.model_dump(mode="json")
+    # unset optional fields are left out, so a field added to the model later keeps old digests
+    return profile.model_dump(mode="json", exclude_none=True)
 
 
 def profile_digest(profile: Profile) -> str:
