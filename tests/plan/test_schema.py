@@ -8,8 +8,8 @@ import jsonschema
 import yaml
 
 from gpudc.model import list_stacks
-from gpudc.model.loader import stacks_dir
 from gpudc.model.schema import render
+from gpudc.project import require_project
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schema" / "stack.schema.json"
 
@@ -23,7 +23,7 @@ def test_every_stack_validates_against_the_schema() -> None:
 
     schema = json.loads(SCHEMA.read_text())
     for name in list_stacks():
-        document = yaml.safe_load((stacks_dir() / f"Pulumi.{name}.yaml").read_text())
+        document = yaml.safe_load(require_project().stack_file(name).read_text())
         jsonschema.validate(document, schema)
 
 

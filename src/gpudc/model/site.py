@@ -17,6 +17,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 NAME_FIELDS = frozenset({"site", "hall", "row", "rack", "pool", "index", "slot", "position"})
+#: The OS names are the catalog's os/ entries (one list): the plan checks a site's OS against them.
+OS_DESCRIPTION = "An OS of the catalog: the name of a file in its os/ folder (ubuntu2404: os/ubuntu2404.yaml)"
 
 
 def check_label(value: str) -> str:
@@ -44,7 +46,7 @@ class SiteSpec(_Spec):
     provider: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")
     region: Label
     data_residency: Label = Field(description="Jurisdiction the site's data must stay in, e.g. jp")
-    os: Literal["ubuntu2204", "ubuntu2404", "debian12"] = "ubuntu2404"
+    os: Label = Field(default="ubuntu2404", description=OS_DESCRIPTION)
     domain: str = Field(default="", description="DNS domain of the site; default <name>.gpudc.internal")
 
     @field_validator("domain")
@@ -82,7 +84,7 @@ class PoolSpec(_Spec):
         default=None, ge=1, description="Populated compute trays per rack (rack SKUs; default: all)"
     )
     nodes_per_rack: int | None = Field(default=None, ge=1, description="Cap on nodes per rack (node SKUs)")
-    os: Literal["ubuntu2204", "ubuntu2404", "debian12"] | None = None
+    os: Label | None = Field(default=None, description=f"{OS_DESCRIPTION}; default: the site's")
     slurm_partition: Label | None = None
 
     @model_validator(mode="after")

@@ -12,11 +12,20 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from gpudc.catalog import Catalog, Profile, Sku, profile_problem
+from gpudc.catalog import (
+    PACKAGE_ROLES,
+    Catalog,
+    OsCatalog,
+    Profile,
+    Sku,
+    current_os_catalog,
+    profile_problem,
+)
 from gpudc.errors import InputError
 from gpudc.model.site import NETWORK_NAMES, HallSpec, PoolSpec, Site
 from gpudc.plan.addresses import Allocator, overlaps
 from gpudc.plan.types import (
+    Boot,
     Cable,
     Device,
     Expectation,
@@ -48,6 +57,7 @@ class _RackSlot:
 class _Build:
     site: Site
     catalog: Catalog
+    os_catalog: OsCatalog
     problems: list[str] = field(default_factory=list)
     racks: list[Rack] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
@@ -58,8 +68,17 @@ class _Build:
     domains: list[NvlinkDomain] = field(default_factory=list)
 
 
-def _sku_profile(site: Site, catalog: Catalog, problems: list[str]) -> None:
+def _os_problem(os_catalog: OsCatalog, os_name: str, where: str) -> str | None:
+    if os_name in os_catalog.releases:
+        return None
+    return f"{where}: unknown OS {os_name!r} (the catalog's os/ has: {', '.join(os_catalog.names)})"
+
+
+def _sku_profile(site: Site, catalog: Catalog, os_catalog: OsCatalog, problems: list[str]) -> None:
     halls = {h.name: h for h in site.halls}
+    site_os_problem = _os_problem(os_catalog, site.site.os, "site.os")
+    if site_os_problem:
+        problems.append(site_os_problem)
     for label, names in (("halls", [h.name for h in site.halls]), ("pools", [p.name for p in site.pools])):
         seen: set[str] = set()
         for i, name in enumerate(names):
@@ -85,12 +104,20 @@ def _sku_profile(site: Site, catalog: Catalog, problems: list[str]) -> None:
             problems.append(f"pools[{i}].hall: unknown hall {pool.hall!r} (site has: {', '.join(halls)})")
         if sku is None:
             continue
+        os_name = pool.os or site.site.os
+        os_ok = os_name in os_catalog.releases
+        if pool.os is not None and not os_ok:
+            problems.append(str(_os_problem(os_catalog, pool.os, f"pools[{i}].os")))
+        arch = sku.facts.get("cpu_arch")
+        if arch is None:
+            problems.append(f"pools[{i}].sku: SKU {sku.name!r} has no cpu_arch fact (x86_64, aarch64, ...)")
+        elif os_ok and arch.value not in os_catalog.releases[os_name].images:
+            problems.append(f"pools[{i}].os: {os_name} has no installer for {arch.value}, the CPU of {sku.name}")
         if profile is not None:
             why = profile_problem(profile, sku)
             if why:
                 problems.append(f"pools[{i}].profile: {why}")
-            os_name = pool.os or site.site.os
-            if os_name not in profile.os:
+            if os_ok and os_name not in profile.os:
                 problems.append(f"pools[{i}].os: profile {profile.name!r} has no package set for {os_name}")
         if sku.is_rack and pool.racks is None:
             problems.append(f"pools[{i}].racks: {sku.name} is a rack-scale SKU; give 'racks', not 'count'")
@@ -176,6 +203,9 @@ def _expectation(site: Site, sku: Sku, profile: Profile, os_name: str) -> Expect
     roles += ["cuda_toolkit", "nccl", "dcgm", "rdma", "container_toolkit"]
     compute = site.fabrics.compute
     comps = profile.components
+    # Split once per pool, here, so no consumer goes back to the catalog for a package's role.
+    by_role = {role: profile.packages_for(os_name, (role,)) if role in roles else {} for role in PACKAGE_ROLES}
+    doca = comps.get("doca_ofed")
     return Expectation(
         sku=sku.name,
         gpu_count=sku.gpus_per_node,
@@ -188,7 +218,7 @@ def _expectation(site: Site, sku: Sku, profile: Profile, os_name: str) -> Expect
         cuda_version=comps["cuda"].version,
         nccl_version=comps["nccl"].version,
         kernel_module=str(comps["driver"].kernel_module),
-        packages=profile.packages_for(os_name, roles),
+        packages={name: version for role in by_role.values() for name, version in role.items()},
         pcie_gen=sku.fact("pcie_gen"),
         pcie_width=sku.fact("pcie_width"),
         nvlink_count=int(sku.fact("nvlink_links_per_gpu")),
@@ -200,6 +230,32 @@ def _expectation(site: Site, sku: Sku, profile: Profile, os_name: str) -> Expect
         clique_required=bool(sku.fact("multi_node_nvlink")),
         busbw_floor_gbps=float(sku.fact("busbw_floor_gbps")),
         max_temp_c=int(sku.fact("max_temp_c")),
+        packages_by_role=by_role,
+        rdma_mode=doca.mode if doca and doca.mode else "inbox",
+        doca_version=doca.version if doca else None,
+    )
+
+
+def _boot(os_catalog: OsCatalog, sku: Sku, os_name: str) -> Boot:
+    """A pool's OS boot facts: the OS entry's installer for the SKU's CPU architecture."""
+    release = os_catalog.releases[os_name]
+    arch = str(sku.fact("cpu_arch"))
+    image = release.images[arch]
+    firmware = os_catalog.architectures[arch]
+    return Boot(
+        os=os_name,
+        label=release.description,
+        family=str(release.family.value),
+        release=str(release.release.value),
+        installer=str(release.installer.value),
+        arch=arch,
+        path=str(image.path.value),
+        kernel=str(image.kernel.value),
+        initrd=str(image.initrd.value),
+        iso=str(image.iso.value) if image.iso else None,
+        mirror=str(release.mirror.value) if release.mirror else None,
+        uefi_client_arch=int(firmware.uefi_client_arch.value),
+        ipxe=str(firmware.ipxe.value),
     )
 
 
@@ -223,6 +279,7 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
         hall = halls[pool.hall]
         os_name = pool.os or site.site.os
         template = _expectation(site, sku, profile, os_name)
+        boot = _boot(b.os_catalog, sku, os_name)
         free = [s for s in slots[hall.name] if s.free]
         node_kw = sku.node_power_kw
         node_u = sku.node_units
@@ -270,7 +327,7 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                     if name is None:
                         return
                     u = start + k if k < upper else start + n_switch + k
-                    node = _new_node(b, name, pool, sku, os_name, hall.name, rack, u, index, domain, node_kw, template)
+                    node = _new_node(b, name, pool, sku, os_name, hall.name, rack, u, index, domain, node_kw, template, boot)
                     members.append(node)
                 switch_trays = []
                 for j in range(n_switch):
@@ -314,7 +371,7 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                     name = _node_name(b, i, pool, hall, rack, index, k + 1)
                     if name is None:
                         return
-                    _new_node(b, name, pool, sku, os_name, hall.name, rack, 1 + k * node_u, index, None, node_kw, template)
+                    _new_node(b, name, pool, sku, os_name, hall.name, rack, 1 + k * node_u, index, None, node_kw, template, boot)
                 rack.power_kw = round(take * node_kw, 3)
 
 
@@ -333,7 +390,7 @@ def _rack_capacity(
 
 def _new_node(
     b: _Build, name: str, pool: PoolSpec, sku: Sku, os_name: str, hall: str, rack: Rack, u: int, index: int,
-    domain: str | None, power_kw: float, template: Expectation,
+    domain: str | None, power_kw: float, template: Expectation, boot: Boot,
 ) -> Node:
     exp = copy.copy(template)
     exp.imex_peers = []
@@ -342,7 +399,7 @@ def _new_node(
         name=name, site=b.site.site.name, hall=hall, rack=rack.name, u=u, height_u=sku.node_units,
         pool=pool.name, sku=sku.name, profile=pool.profile, os=os_name, index=index - 1, su=None,
         nvlink_domain=domain, power_kw=round(power_kw, 3), addresses={}, bmc_address="",
-        boot_mac=macs.boot if macs else None, nics=[], expected=exp,
+        boot_mac=macs.boot if macs else None, nics=[], expected=exp, boot=boot,
     )
     rack.nodes.append(name)
     b.nodes.append(node)
@@ -611,10 +668,16 @@ def _addresses(b: _Build) -> dict[str, Allocator]:
     return allocators
 
 
-def expand(site: Site, catalog: Catalog, stack: str = "", source: str | None = None) -> Plan:
-    """The plan of a site. Raises InputError with every problem, each with its YAML path."""
-    b = _Build(site, catalog)
-    _sku_profile(site, catalog, b.problems)
+def expand(
+    site: Site, catalog: Catalog, stack: str = "", source: str | None = None, os_catalog: OsCatalog | None = None,
+) -> Plan:
+    """The plan of a site. Raises InputError with every problem, each with its YAML path.
+
+    `os_catalog` defaults to the current project's OS entries (catalog/os/).
+    """
+    os_catalog = os_catalog or current_os_catalog()
+    b = _Build(site, catalog, os_catalog)
+    _sku_profile(site, catalog, os_catalog, b.problems)
     if b.problems:
         raise InputError(b.problems, source=source)
     slots = _layout_racks(b)

@@ -20,7 +20,7 @@ class Expectation:
     gpu_model: str  # NVML's name, e.g. "NVIDIA H200"
     gpu_arch: str  # hopper | blackwell
     profile: str  # software profile name
-    os: str  # ubuntu2204 | ubuntu2404 | debian12
+    os: str  # an OS of the catalog (catalog/os/)
     driver_version: str
     driver_branch: str
     cuda_version: str  # "13.0"
@@ -39,6 +39,30 @@ class Expectation:
     imex_peers: list[str] = field(default_factory=list)  # addresses in nodes_config.cfg
     busbw_floor_gbps: float | None = None  # single-node all_reduce floor (full level)
     max_temp_c: int = 85
+    # `packages` split by the profile's package roles (catalog PACKAGE_ROLES, in install order);
+    # every role is a key, empty where this SKU needs none (no fabric manager on a GB200 tray).
+    packages_by_role: dict[str, dict[str, str]] = field(default_factory=dict)
+    rdma_mode: str = "inbox"  # inbox rdma-core, or doca (the profile's doca_ofed component)
+    doca_version: str | None = None
+
+
+@dataclass(slots=True)
+class Boot:
+    """How a node installs its OS over the network (catalog/os); the PXE and DHCP files read this."""
+
+    os: str
+    label: str  # e.g. "Ubuntu 24.04 live-server"
+    family: str  # ubuntu | debian
+    release: str  # codename: noble, jammy, bookworm
+    installer: str  # autoinstall (Ubuntu subiquity) | preseed (debian-installer)
+    arch: str  # CPU architecture of the SKU: x86_64 | aarch64
+    path: str  # installer folder on the boot server, relative to the site's boot URL
+    kernel: str  # file names in that folder
+    initrd: str
+    iso: str | None  # live ISO the installer fetches (autoinstall); None for netboot installers
+    mirror: str | None  # package mirror URL the installer uses (preseed)
+    uefi_client_arch: int  # DHCP option 93 that the node's UEFI firmware sends
+    ipxe: str  # iPXE binary the DHCP server hands that firmware
 
 
 @dataclass(slots=True)
@@ -76,6 +100,7 @@ class Node:
     boot_mac: str | None
     nics: list[Nic]
     expected: Expectation
+    boot: Boot  # shared by the nodes of a pool (one OS, one SKU): read, never change
 
     @property
     def ssh_address(self) -> str:
