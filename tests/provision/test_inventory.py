@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import yaml
 from gpudc.catalog import load_catalog
 from gpudc.errors import InputError
 from gpudc.plan import load_plan
-from gpudc.provision.inventory import build_inventory, group_name, write_inventory
+from gpudc.provision import inventory
+from gpudc.provision.inventory import build_inventory, dump_inventory, group_name, write_inventory
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,24 @@ def test_ansible_reads_it(tmp_path: Path) -> None:
 
 def test_group_name_is_safe() -> None:
     assert group_name("rack", "osaka-h1.r-07") == "rack_osaka_h1_r_07"
+
+
+def test_packages_and_rdma_come_from_the_plan_only() -> None:
+    """The inventory writes what the plan holds; it never goes back to the catalog."""
+    plan = load_plan("lab")
+    node = plan.node("h200-01")
+    node.expected.packages_by_role = {"driver": {"nvidia-driver-999": "999.1-1"}, "fabric_manager": {}}
+    node.expected.rdma_mode, node.expected.doca_version = "doca", "9.9.9"
+    hv = build_inventory(plan)["all"]["hosts"]["h200-01"]
+    assert hv["gpudc_packages"] == {"driver": {"nvidia-driver-999": "999.1-1"}, "fabric_manager": {}}
+    assert (hv["gpudc_rdma_mode"], hv["gpudc_doca_version"]) == ("doca", "9.9.9")
+    tree = ast.parse(Path(inventory.__file__ or "").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "gpudc.catalog" not in imported
+
+
+def test_shared_plan_dicts_are_not_yaml_aliases() -> None:
+    # The nodes of a pool share their expectation's dicts; the inventory must still write each out.
+    text = dump_inventory(build_inventory(load_plan("lab")))
+    assert "&id" not in text and "*id" not in text

@@ -4,8 +4,9 @@ Groups: `site_<s>`, `hall_<h>`, `rack_<r>`, `pool_<p>`, `sku_<k>`, `profile_<p>`
 `nvlink_<domain>`, `su_<n>`, plus the derived `hgx_nodes` (own NVSwitch domain: fabric manager)
 and `nvl72_trays` (multi-node NVLink domain: IMEX). Names are made Ansible-safe (`[^A-Za-z0-9_]`
 becomes `_`). Host vars carry addresses, rails, the NVLink domain and the slot of the node in it
-(the upgrade's wave), and the profile's exact package versions, split by role. No secret is ever
-written: SSH keys and known_hosts are passed to the runner, not stored here.
+(the upgrade's wave), and the profile's exact package versions split by role, as the plan holds
+them: the inventory reads the plan only, never the catalog. No secret is ever written: SSH keys
+and known_hosts are passed to the runner, not stored here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from gpudc.catalog import PACKAGE_ROLES, load_catalog
 from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
 
@@ -27,37 +27,6 @@ _SECRET_WORDS = ("password", "passwd", "secret", "private_key", "token", "ssh_pa
 def group_name(prefix: str, value: object) -> str:
     """An Ansible-safe group name: `rack_lab_a01` for ('rack', 'lab-a01')."""
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{prefix}_{value}").lower()
-
-
-def _packages_by_role(node: Node) -> dict[str, dict[str, str]]:
-    """The node's pinned packages (plan) split by the profile's package roles (catalog)."""
-    profile = load_catalog().profiles.get(node.profile)
-    pinned = node.expected.packages
-    by_role: dict[str, dict[str, str]] = {role: {} for role in PACKAGE_ROLES}
-    placed: set[str] = set()
-    if profile is not None and node.os in profile.os:
-        table = profile.os[node.os].packages
-        for role in PACKAGE_ROLES:
-            for package in table.get(role, []):
-                if package.name in pinned:
-                    by_role[role][package.name] = pinned[package.name]
-                    placed.add(package.name)
-    missing = [name for name in pinned if name not in placed]
-    if missing:
-        raise InputError(
-            f"nodes[{node.name}].expected.packages: {', '.join(missing)} not in any role of profile "
-            f"{node.profile!r} for {node.os}"
-        )
-    return by_role
-
-
-def _rdma(node: Node) -> dict[str, Any]:
-    profile = load_catalog().profiles.get(node.profile)
-    doca = profile.components.get("doca_ofed") if profile else None
-    return {
-        "gpudc_rdma_mode": (doca.mode if doca and doca.mode else "inbox"),
-        "gpudc_doca_version": doca.version if doca else None,
-    }
 
 
 def _domain_slots(plan: Plan) -> dict[str, tuple[str, int]]:
@@ -110,8 +79,10 @@ def host_vars(node: Node, domain: str, slot: int) -> dict[str, Any]:
         "gpudc_nvlsm": exp.nvlsm,
         "gpudc_imex": exp.imex,
         "gpudc_imex_peers": list(exp.imex_peers),
-        "gpudc_packages": _packages_by_role(node),
-        **_rdma(node),
+        # Fresh dicts: the plan shares one per pool, and YAML would write shared ones as aliases.
+        "gpudc_packages": {role: dict(packages) for role, packages in exp.packages_by_role.items()},
+        "gpudc_rdma_mode": exp.rdma_mode,
+        "gpudc_doca_version": exp.doca_version,
     }
 
 
