@@ -13,7 +13,13 @@ import pytest
 from gpudc.catalog import current_catalog
 from gpudc.conformance.collect import NodeState
 from gpudc.conformance.profile_export import export_profile, profile_digest
-from gpudc.conformance.report import PastRun, build_report, canonical_json, recomputed_conformance, render_html
+from gpudc.conformance.report import (
+    PastRun,
+    build_report,
+    canonical_json,
+    recomputed_conformance,
+    render_html,
+)
 from gpudc.plan.types import Plan
 from gpudc.resources import shipped
 
