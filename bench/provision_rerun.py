@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from gpudc.access import site_access  # noqa: E402
 from gpudc.lab import api  # noqa: E402
 from gpudc.plan import load_plan  # noqa: E402
-from gpudc.provision.access import ensure_standins, lab_extra_vars  # noqa: E402
 from gpudc.provision.runner import ProvisionResult, run_provision  # noqa: E402
 
 
@@ -67,15 +67,13 @@ def main() -> int:
 
 def bench(nodes: int, repeat: int) -> int:
     status = api.status()
-    ensure_standins(status)
     plan = load_plan(status["stack"])
     assert len(plan.nodes) == nodes, f"lab has {len(plan.nodes)} hosts, want {nodes}"
-    common = {"ssh_key": Path(status["ssh_key"]), "known_hosts": Path(status["known_hosts"]),
-              "extra_vars": lab_extra_vars(status)}
+    access = site_access(plan, status["stack"])
     with tempfile.TemporaryDirectory(prefix="gpudc-bench-provision-") as tmp:
         def run(name: str, tuned: bool) -> tuple[float, ProvisionResult]:
             t0 = time.monotonic()
-            result = run_provision(plan, tuned=tuned, artifacts_dir=Path(tmp) / name, **common)  # type: ignore[arg-type]
+            result = run_provision(plan, tuned=tuned, artifacts_dir=Path(tmp) / name, access=access)
             return time.monotonic() - t0, result
 
         print("converging the hosts first (not timed)", file=sys.stderr)

@@ -91,12 +91,11 @@ def _by_hand(node: str, status: dict[str, object]) -> tuple[float, dict[str, flo
     steps["wait_ssh"] = time.monotonic() - t
     # provision: ansible-playbook with Ansible's defaults (no pipelining, no multiplexing, no fact cache)
     t = time.monotonic()
-    from gpudc.provision.access import lab_access
+    from gpudc.access import site_access
     from gpudc.provision.runner import run_provision
 
-    access = lab_access()
-    result = run_provision(load_plan("lab"), playbook="reprovision.yml", limit=node, extra_vars=access.extra_vars,
-                           ssh_key=access.ssh_key, known_hosts=access.known_hosts, tuned=False)
+    plan = load_plan("lab")
+    result = run_provision(plan, playbook="reprovision.yml", limit=node, access=site_access(plan), tuned=False)
     steps["provision"] = time.monotonic() - t
     if result.exit_code != 0:
         raise SystemExit(f"by hand: reprovision.yml failed (rc {result.rc}), artifacts {result.artifacts_dir}")

@@ -36,6 +36,13 @@ def host_key(site: str, node: str) -> tuple[Path, str]:
     return private, public
 
 
+def existing_host_key(site: str, node: str) -> str | None:
+    """The public host key line of a node, if one was pre-generated; never makes one."""
+    check_label(node)
+    public = site_secret_dir(site) / "host-keys" / f"{node}_ed25519.pub"
+    return public.read_text().strip() if public.exists() else None
+
+
 def controller_key(site: str) -> tuple[Path, str]:
     """(private key path, public key line) of the key the controller uses to reach nodes."""
     private = site_secret_dir(site) / "controller_ed25519"

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from gpudc.access import SiteAccess, site_access
 from gpudc.plan import load_plan
 from gpudc.plan.types import Plan
-from gpudc.provision.access import Access, ensure_standins, lab_extra_vars
 from gpudc.provision.runner import ProvisionResult, ansible_home, run_provision
 from gpudc.provision.standin import publish_to_lab, withdraw_newer_from_lab
 
@@ -28,9 +28,9 @@ HGX, HGX2, TRAY, TRAY2 = "h200-01", "h200-02", "gb200-01", "gb200-02"
 
 
 @pytest.fixture(scope="module")
-def access(lab: dict[str, Any]) -> Access:
-    ensure_standins(lab)
-    return Access(Path(lab["ssh_key"]), Path(lab["known_hosts"]), lab_extra_vars(lab))
+def access(lab: dict[str, Any], plan: Plan) -> SiteAccess:
+    """The lab is reached through the one access boundary, as any site."""
+    return site_access(plan)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,8 @@ def plan(lab: dict[str, Any]) -> Plan:
     return plan
 
 
-def provision(plan: Plan, access: Access, where: Path, **kw: Any) -> ProvisionResult:
-    extra = {**access.extra_vars, **kw.pop("extra_vars", {})}
-    return run_provision(plan, ssh_key=access.ssh_key, known_hosts=access.known_hosts, extra_vars=extra,
-                         artifacts_dir=where, **kw)
+def provision(plan: Plan, access: SiteAccess, where: Path, **kw: Any) -> ProvisionResult:
+    return run_provision(plan, access=access, artifacts_dir=where, **kw)
 
 
 def sh(node: str, command: str, check: bool = True) -> str:
@@ -101,7 +99,7 @@ def converged(result: ProvisionResult, hosts: set[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_runs(plan: Plan, access: Access, tmp_path_factory: pytest.TempPathFactory) -> tuple[ProvisionResult, ...]:
+def first_runs(plan: Plan, access: SiteAccess, tmp_path_factory: pytest.TempPathFactory) -> tuple[ProvisionResult, ...]:
     tmp = tmp_path_factory.mktemp("site")
     first = provision(plan, access, tmp / "first")
     second = provision(plan, access, tmp / "second")
@@ -161,7 +159,7 @@ def test_gb200_tray_gets_imex_listing_its_domain(plan: Plan, first_runs: Any) ->
         assert version(tray, f"nvidia-imex-{exp.driver_branch}") == exp.packages[f"nvidia-imex-{exp.driver_branch}"]
 
 
-def test_check_mode_changes_nothing(plan: Plan, access: Access, first_runs: Any, tmp_path: Path) -> None:
+def test_check_mode_changes_nothing(plan: Plan, access: SiteAccess, first_runs: Any, tmp_path: Path) -> None:
     conf = "/etc/modprobe.d/gpudc-blacklist-nouveau.conf"
     nscq = f"libnvidia-nscq-{plan.node(HGX).expected.driver_branch}"
     sh(HGX, f"cp {conf} /root/nouveau.saved && rm {conf} && apt-mark unhold {nscq}")
@@ -197,7 +195,7 @@ def test_held_packages_survive_an_upgrade_offering_newer(plan: Plan, lab: dict[s
 
 
 def test_failed_and_unreachable_hosts_do_not_stop_the_others(
-    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path
+    lab: dict[str, Any], plan: Plan, access: SiteAccess, first_runs: Any, tmp_path: Path
 ) -> None:
     from gpudc.lab import api
 
@@ -256,7 +254,7 @@ def _wave_span(result: ProvisionResult, host: str) -> tuple[datetime, datetime]:
 
 
 @pytest.fixture
-def restore_r570(plan: Plan, access: Access, tmp_path: Path) -> Iterator[None]:
+def restore_r570(plan: Plan, access: SiteAccess, tmp_path: Path) -> Iterator[None]:
     yield
     back = provision(plan, access, tmp_path / "back", playbook="upgrade.yml", limit="pool_h200")
     converged(back, {HGX, HGX2})
@@ -265,7 +263,7 @@ def restore_r570(plan: Plan, access: Access, tmp_path: Path) -> Iterator[None]:
 
 
 def test_upgrade_moves_a_pool_one_node_per_domain_at_a_time(
-    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path, restore_r570: None
+    lab: dict[str, Any], plan: Plan, access: SiteAccess, first_runs: Any, tmp_path: Path, restore_r570: None
 ) -> None:
     old = plan.node(HGX).expected
     target = load_plan(str(_derived_stack(lab["stack"], tmp_path, "h200", "r580-cuda13.0")))
@@ -287,7 +285,7 @@ def test_upgrade_moves_a_pool_one_node_per_domain_at_a_time(
     assert first_end < second_start, (first_end, second_start)
 
 
-def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: Access, first_runs: Any, tmp_path: Path) -> None:
+def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: SiteAccess, first_runs: Any, tmp_path: Path) -> None:
     from gpudc.lab import api
 
     guard = provision(plan, access, tmp_path / "guard", playbook="reprovision.yml", limit="pool_gb200")
@@ -306,7 +304,7 @@ def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: Access, fir
 
 @pytest.mark.parametrize("mitogen", [True, False], ids=["mitogen", "ssh"])
 def test_a_changed_host_key_stops_the_connection(
-    lab: dict[str, Any], plan: Plan, access: Access, first_runs: Any, tmp_path: Path, mitogen: bool
+    lab: dict[str, Any], plan: Plan, access: SiteAccess, first_runs: Any, tmp_path: Path, mitogen: bool
 ) -> None:
     """Both connection paths refuse a host whose key is not the one known: HGX's entry carries
     TRAY's key, so whoever answers at HGX's address is not trusted. Nothing runs there."""
@@ -317,7 +315,7 @@ def test_a_changed_host_key_stops_the_connection(
     forged = [ln for ln in lines if ln != hgx_line] + [f"{hgx_line.split()[0]} {tray_key}"]
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("\n".join(forged) + "\n")
-    result = run_provision(plan, ssh_key=access.ssh_key, known_hosts=known_hosts, extra_vars=access.extra_vars,
+    result = run_provision(plan, access=access, known_hosts=known_hosts,
                            artifacts_dir=tmp_path / "run", limit=HGX, mitogen=mitogen)
     assert result.exit_code == 3, result.to_dict()
     assert result.hosts[HGX]["unreachable"] is True and result.hosts[HGX]["changed"] == 0

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpudc import PROJECT_ROOT
 from gpudc.plan import load_plan
 from gpudc.provision.inventory import write_inventory
 from gpudc.provision.runner import PLAYBOOKS
+from gpudc.resources import shipped
 
 BIN = Path(sys.executable).parent
-PLAYBOOK_DIR = PROJECT_ROOT / "playbooks"
+PLAYBOOK_DIR = shipped("playbooks")
 ROLES = ("gpu_host_prep", "nvidia_repo", "nvidia_driver", "fabric_manager", "imex", "cuda_toolkit",
          "nccl", "dcgm", "rdma", "container_toolkit")
 
@@ -54,3 +54,24 @@ def test_roles_have_galaxy_layout() -> None:
                 assert s.startswith("ansible.builtin."), f"{role}: {s} is outside ansible.builtin"
     assert (PLAYBOOK_DIR / "roles/gpu_host_prep/tasks/debian.yml").exists()
     assert (PLAYBOOK_DIR / "roles/gpu_host_prep/tasks/ubuntu.yml").exists()
+
+
+def test_ansible_cfg_agrees_with_the_runner(tmp_path: Path) -> None:
+    """playbooks/ansible.cfg (runs by hand) and the runner's tuned environment say the same."""
+    import configparser
+
+    from gpudc.provision.runner import environment
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(shipped("playbooks") / "ansible.cfg")
+    env = environment(site="lab", ssh_key=None, known_hosts=None, hosts=1000, tuned=True, run_dir=tmp_path,
+                      mitogen=False)
+    defaults, ssh = cfg["defaults"], cfg["ssh_connection"]
+    assert defaults["forks"] == env["ANSIBLE_FORKS"]
+    assert defaults["gathering"] == env["ANSIBLE_GATHERING"]
+    assert defaults["fact_caching"] == env["ANSIBLE_CACHE_PLUGIN"]
+    assert defaults["fact_caching_timeout"] == env["ANSIBLE_CACHE_PLUGIN_TIMEOUT"]
+    assert defaults["timeout"] == env["ANSIBLE_TIMEOUT"]
+    assert defaults["task_timeout"] == env["ANSIBLE_TASK_TIMEOUT"]
+    assert ssh.getboolean("pipelining") == (env["ANSIBLE_PIPELINING"] == "True")
+    assert set(ssh["ssh_args"].split(" -o ")) == set(env["ANSIBLE_SSH_ARGS"].split(" -o "))

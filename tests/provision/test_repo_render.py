@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gpudc import PROJECT_ROOT
 from gpudc.catalog import PACKAGE_ROLES, load_catalog
+from gpudc.resources import shipped
 
 BIN = Path(sys.executable).parent
 OFFICIAL = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -79,7 +79,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     (tmp / "play.yml").write_text(PLAY)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp / "ah"),
-           "ANSIBLE_ROLES_PATH": str(PROJECT_ROOT / "playbooks" / "roles")}
+           "ANSIBLE_ROLES_PATH": str(shipped("playbooks") / "roles")}
     out = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp / "hosts.yml"), str(tmp / "play.yml")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

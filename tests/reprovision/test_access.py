@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from gpudc.access import bmc_password
 from gpudc.errors import InputError
 from gpudc.plan.types import Plan
-from gpudc.reprovision.workflow import StepError, bmc_password, ssh_waiter
+from gpudc.reprovision.workflow import StepError, ssh_waiter
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 

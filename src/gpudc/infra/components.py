@@ -19,26 +19,10 @@ from typing import Any
 import pulumi
 
 from gpudc.infra.bmc import BmcSettings, BmcSettingsArgs
+from gpudc.infra.settings import BmcDefaults
 from gpudc.plan.types import Device, Node, Plan, Rack, Switch
 
 PKG = "gpudc"
-
-
-@dataclass
-class BmcDefaults:
-    """Site-wide BMC settings that are not hardware facts (the `infra:` config namespace)."""
-
-    url_template: str = "https://{address}"
-    verify: bool | str = True
-    timeout: float = 10
-    retries: int = 3
-    power_restore_policy: str | None = None
-    boot_override: dict[str, str] | None = None
-    ntp_servers: list[str] | None = None
-    syslog_servers: list[str] | None = None
-
-    def url(self, address: str) -> str:
-        return self.url_template.format(address=address)
 
 
 @dataclass

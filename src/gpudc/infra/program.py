@@ -22,7 +22,6 @@ Config read:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -30,14 +29,14 @@ from pulumi.runtime import config as runtime_config
 
 from gpudc.catalog import Catalog, current_catalog
 from gpudc.errors import InputError
-from gpudc.infra.components import BmcDefaults, BmcPolicy, GpuSite, SiteArgs
+from gpudc.infra.components import BmcPolicy, GpuSite, SiteArgs
+from gpudc.infra.settings import INFRA, InfraSettings, parse_infra_settings
 from gpudc.model.loader import site_from_config
 from gpudc.plan import expand
 from gpudc.plan.types import Plan
 from gpudc.project import site_state_dir
 
 NAMESPACE = "gpudc"
-INFRA = "infra"
 SECRET_KEY = f"{NAMESPACE}:bmcPassword"
 
 
@@ -86,71 +85,28 @@ def bmc_password() -> pulumi.Output[str] | None:
     return pulumi.Config(NAMESPACE).require_secret("bmcPassword")
 
 
-@dataclass
-class InfraSettings:
-    bmc: BmcDefaults = field(default_factory=BmcDefaults)
-    renames: dict[str, str] | None = None
-    inventory_path: str | None = None
+def _site_store_password(site: str, source: str) -> pulumi.Output[str]:
+    """Without a Pulumi secret, the BMC password of gpudc's own store (gpudc.access): the one
+    path every other gpudc command reads, so `pulumi up` and `gpudc reprovision` agree."""
+    from gpudc.access import bmc_password as site_bmc_password
+
+    try:
+        return pulumi.Output.secret(site_bmc_password(site))
+    except InputError:
+        raise ProgramInputError(
+            "bmcPassword: gpudc:bmcUser is set but the password is not: "
+            "pulumi config set --secret gpudc:bmcPassword ... (or the site's secret store: "
+            "GPUDC_BMC_PASSWORD or the 0600 file bmc-password in its secret dir)",
+            source=source,
+        ) from None
 
 
 def infra_settings() -> InfraSettings:
-    """The `infra:` namespace, checked; problems name their key."""
-    problems: list[str] = []
-    s = InfraSettings()
-    b = s.bmc
-
-    def get(key: str) -> Any:
-        return _value(f"{INFRA}:{key}")
-
-    url = get("bmcUrl")
-    if url is not None:
-        if not isinstance(url, str) or "{address}" not in url or not url.startswith(("http://", "https://")):
-            problems.append("infra:bmcUrl: must be an http(s) URL template containing {address}")
-        else:
-            b.url_template = url
-    verify = get("bmcVerify")
-    if verify is not None:
-        if isinstance(verify, bool) or (isinstance(verify, str) and verify):
-            b.verify = verify
-        else:
-            problems.append("infra:bmcVerify: must be true, false or a CA bundle path")
-    for key, attr, low, high in (("bmcTimeout", "timeout", 0.1, 300), ("bmcRetries", "retries", 0, 10)):
-        value = get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            problems.append(f"infra:{key}: must be a number in [{low}, {high}]")
-        else:
-            setattr(b, attr, int(value) if attr == "retries" else float(value))
-    policy = get("powerRestorePolicy")
-    if policy is not None:
-        b.power_restore_policy = str(policy)
-    override = get("bootOverride")
-    if override is not None:
-        if not isinstance(override, dict) or "target" not in override:
-            problems.append("infra:bootOverride: must be a mapping with target (and enabled, mode)")
-        else:
-            b.boot_override = {str(k): str(v) for k, v in override.items()}
-    for key, attr in (("ntpServers", "ntp_servers"), ("syslogServers", "syslog_servers")):
-        value = get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-            problems.append(f"infra:{key}: must be a list of strings")
-        else:
-            setattr(b, attr, list(value))
-    renames = get("renames")
-    if renames is not None:
-        if not isinstance(renames, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in renames.items()):
-            problems.append("infra:renames: must map new names to old names")
-        else:
-            s.renames = dict(renames)
-    inventory = get("inventoryPath")
-    if inventory is not None:
-        s.inventory_path = str(inventory)
+    """The `infra:` namespace, checked (gpudc.infra.settings); problems name their key."""
+    settings, problems = parse_infra_settings(lambda key: _value(f"{INFRA}:{key}"))
     if problems:
         raise ProgramInputError(problems, source=stack_source())
-    return s
+    return settings
 
 
 def bios_by_sku(plan: Plan, catalog: Catalog) -> dict[str, dict[str, Any]]:
@@ -189,11 +145,7 @@ def build(catalog: Catalog | None = None) -> GpuSite:
     settings = infra_settings()
     password = bmc_password()
     if site.bmcUser and password is None:
-        raise ProgramInputError(
-            "bmcPassword: gpudc:bmcUser is set but the password is not: "
-            "pulumi config set --secret gpudc:bmcPassword ...",
-            source=source,
-        )
+        password = _site_store_password(site.site.name, source)
     plan = expand(site, catalog, stack=pulumi.get_stack(), source=source)
     bmc = None
     if site.bmcUser and password is not None:

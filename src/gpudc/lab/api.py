@@ -397,8 +397,52 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
             raise GpudcError(f"lab: BMC of {rec['name']} did not listen on {rec['bmc_address']}:{BMC_PORT}")
     lab["up_seconds"] = round(time.monotonic() - t0, 2)
     st.save(lab)
+    doc = status()
+    progress("stand-in NVIDIA packages")
+    ensure_standins(doc)
+    write_access_file(doc)
     progress(f"lab up: {len(recs)} hosts in {lab['up_seconds']} s")
-    return status()
+    return doc
+
+
+def access_file() -> Path:
+    """The lab's access document (gpudc.access): the lab stack names it as `gpudc:access.file`."""
+    return st.run_dir() / "access.json"
+
+
+def write_access_file(doc: dict[str, Any]) -> Path:
+    """How gpudc reaches the lab's hosts and BMCs, in gpudc.access's file format (no secret inside)."""
+    document = {
+        "addresses": {h["name"]: h["address"] for h in doc["hosts"]},
+        "ssh": {"user": "root", "identity": doc["ssh_key"], "known_hosts": doc["known_hosts"]},
+        "bmc": {
+            "username": doc["bmc_username"],
+            "password_file": doc["bmc_password_file"],
+            "endpoints": {h["name"]: {"url": h["bmc_url"], "system": h["bmc_system"]} for h in doc["hosts"]},
+        },
+        "provision_vars": {
+            # the unchanged roles install from the lab's stand-in repository...
+            "nvidia_repo_url": doc["nvidia_repo_url"],
+            "gpudc_repo_trusted": True,
+            # ...and, the hosts being containers, never load kernel modules or reboot
+            "gpudc_kernel_actions": False,
+        },
+    }
+    path = access_file()
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    path.chmod(0o644)
+    return path
+
+
+def ensure_standins(doc: dict[str, Any]) -> bool:
+    """Publish the stand-in packages into the lab repo when any is missing; True if it did."""
+    from gpudc.provision.standin import deb_filename, publish_to_lab, standin_set
+
+    repo = Path(doc["nvidia_repo_dir"])
+    if all((repo / deb_filename(p)).exists() for p in standin_set()):
+        return False
+    publish_to_lab(lab_status=doc)
+    return True
 
 
 def _domain(plan: Plan) -> str:

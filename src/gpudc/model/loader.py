@@ -53,8 +53,8 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """The `gpudc:` keys of a stack file, without the prefix."""
+def read_config(path: Path, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The keys of one config namespace of a stack file (default `gpudc:`), without the prefix."""
     source = display_path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -68,9 +68,9 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise InputError("a stack file needs a 'config:' mapping with gpudc: keys", source=source)
     return {
-        str(key)[len(NAMESPACE) :]: value
+        str(key)[len(namespace) :]: value
         for key, value in document["config"].items()
-        if str(key).startswith(NAMESPACE)
+        if str(key).startswith(namespace)
     }
 
 

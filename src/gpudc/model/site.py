@@ -200,6 +200,26 @@ class MacsSpec(_Spec):
         return value
 
 
+class SshAccessSpec(_Spec):
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    port: int = Field(default=22, ge=1, le=65535)
+    jump: str | None = Field(
+        default=None, pattern=r"^([a-z_][a-z0-9_-]*@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        description="Jump host [user@]host[:port] between the controller and the nodes",
+    )
+
+
+class AccessSpec(_Spec):
+    """How the controller reaches the site's nodes (gpudc.access); BMCs: the `infra:` namespace."""
+
+    ssh: SshAccessSpec = SshAccessSpec()
+    file: str | None = Field(
+        default=None,
+        description="A JSON document that states node addresses, SSH identity/known_hosts, BMC endpoints and "
+        "credentials file, and provisioning variables, over the defaults (the lab writes one; so can a CMDB export)",
+    )
+
+
 class SecretValue(_Spec):
     secure: str = Field(min_length=1)
 
@@ -215,6 +235,7 @@ class Site(_Spec):
     naming: NamingSpec = NamingSpec()
     slurm: SlurmSpec | None = None
     macs: dict[Label, MacsSpec] = Field(default_factory=dict, description="Known MACs by node name")
+    access: AccessSpec = AccessSpec()
     bmcUser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,32}$")
     bmcPassword: SecretValue | None = None
 

@@ -110,12 +110,12 @@ def summary(result: ProvisionResult) -> Table:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from gpudc.access import site_access
     from gpudc.plan import load_plan
-    from gpudc.provision.access import site_access
 
     extra = parse_extra_vars(args.extra_vars)
     plan = load_plan(args.stack)
-    access = site_access(plan)
+    access = site_access(plan, args.stack)
     console = Console(stderr=True)
     progress = Progress(console, [n.name for n in plan.nodes])
     with Live(progress.render(), console=console, refresh_per_second=4, transient=True) as live:
@@ -125,9 +125,8 @@ def handle(args: argparse.Namespace) -> int:
             playbook=args.playbook,
             limit=args.limit,
             check=args.check,
-            extra_vars={**access.extra_vars, **extra},
-            ssh_key=access.ssh_key,
-            known_hosts=access.known_hosts,
+            extra_vars=extra,
+            access=access,
             artifacts_dir=Path(args.artifacts) if args.artifacts else None,
             mitogen=not args.no_mitogen,
             event_handler=progress.handle,

@@ -26,13 +26,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from gpudc.errors import GpudcError, InputError
 from gpudc.plan.types import Plan
 from gpudc.project import site_state_dir
 from gpudc.provision.inventory import write_inventory
 from gpudc.resources import shipped
+
+if TYPE_CHECKING:
+    from gpudc.access import SiteAccess
 
 PLAYBOOKS = ("site.yml", "upgrade.yml", "reprovision.yml")
 EventHandler = Callable[[dict[str, Any]], None]
@@ -149,6 +154,7 @@ def environment(
     tuned: bool,
     run_dir: Path,
     mitogen: bool = True,
+    jump: str | None = None,
 ) -> dict[str, str]:
     """The ANSIBLE_* environment of a run (no secret: key and known_hosts are paths)."""
     home = ansible_home(site)
@@ -166,6 +172,8 @@ def environment(
     ]
     if known_hosts is not None:
         ssh_args.insert(0, f"-o UserKnownHostsFile={known_hosts}")
+    if jump:
+        ssh_args.append(f"-o ProxyJump={jump}")
     env = {
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         "ANSIBLE_HOME": str(home),
@@ -208,6 +216,18 @@ def environment(
         env.update({"ANSIBLE_PIPELINING": "False", "ANSIBLE_GATHERING": "implicit", "ANSIBLE_FORKS": "5"})
     env["ANSIBLE_SSH_ARGS"] = " ".join(ssh_args)
     return env
+
+
+def _write_access_host_vars(plan: Plan, access: SiteAccess, folder: Path) -> None:
+    """`ansible_host` of the nodes that the site's access reaches at another address than planned."""
+    for node in plan.nodes:
+        address = access.addresses.get(node.name, node.ssh_address)
+        path = folder / f"{node.name}.yml"
+        if address != node.ssh_address:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump({"ansible_host": address}))
+        else:
+            path.unlink(missing_ok=True)
 
 
 def clear_fact_cache(site: str, hosts: list[str] | None = None) -> None:
@@ -269,11 +289,14 @@ def run_provision(
     event_handler: EventHandler | None = None,
     diff: bool = False,
     deadline_s: float | None = None,
+    access: SiteAccess | None = None,
 ) -> ProvisionResult:
     """Run `playbook` (site.yml, upgrade.yml, reprovision.yml) on the plan's nodes.
 
     `deadline_s`: stop ansible-playbook (and its connections) once the run has taken that long
-    and raise ProvisionStopped, so a caller's step timeout never leaves a run going behind it."""
+    and raise ProvisionStopped, so a caller's step timeout never leaves a run going behind it.
+    `access` (gpudc.access): the site's SSH identity, known_hosts, user, port, jump host, node
+    addresses and provisioning variables; explicit `ssh_key`/`known_hosts`/`extra_vars` win."""
     import ansible_runner
 
     if playbook not in PLAYBOOKS:
@@ -281,6 +304,10 @@ def run_provision(
     book = playbook_dir() / playbook
     if not book.exists():
         raise GpudcError(f"playbook {book} is missing")
+    if access is not None:
+        ssh_key = ssh_key or access.ssh_identity
+        known_hosts = known_hosts or access.known_hosts
+        extra_vars = {**access.provision_vars, **(extra_vars or {})}
     if known_hosts is not None and not Path(known_hosts).exists():
         raise InputError(f"known_hosts: {known_hosts} does not exist")
     run_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(plan.site.name, playbook)
@@ -288,10 +315,16 @@ def run_provision(
     (run_dir / "tmp").mkdir(exist_ok=True)
     (run_dir / "project").mkdir(exist_ok=True)
     write_inventory(plan, run_dir / "inventory" / "hosts.yml")
+    if access is not None:
+        _write_access_host_vars(plan, access, run_dir / "inventory" / "host_vars")
     env = environment(
         site=plan.site.name, ssh_key=ssh_key, known_hosts=known_hosts, hosts=len(plan.nodes),
         tuned=tuned, run_dir=run_dir, mitogen=mitogen,
+        jump=access.jump if access else None,
     )
+    if access is not None:
+        env["ANSIBLE_REMOTE_USER"] = access.ssh_user
+        env["ANSIBLE_REMOTE_PORT"] = str(access.ssh_port)
     cmdline: list[str] = []
     if check:
         cmdline.append("--check")

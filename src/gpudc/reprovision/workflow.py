@@ -19,23 +19,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rich.console import Console
 
-from gpudc import secrets
 from gpudc.errors import GpudcError, InputError, UnreachableError
 from gpudc.plan.types import Node, Plan
 from gpudc.reprovision.drain import Drainer, DrainError, clean_reason, drainer_for
 from gpudc.reprovision.state import STEPS, FileLock, NodeRun, StateStore
 from gpudc.validate.types import Finding, Verdict
+
+if TYPE_CHECKING:
+    from gpudc.access import SiteAccess
 
 T = TypeVar("T")
 
@@ -504,91 +505,17 @@ def reprovision_nodes(
 # -- the real world: a site's BMCs, SSH, Ansible and the validator --------------------------------
 
 
-def bmc_password(site: str, env: dict[str, str] | None = None) -> str:
-    """The BMC password: env GPUDC_BMC_PASSWORD, else the 0600 file `bmc-password` in the site's secret dir."""
-    env = dict(os.environ) if env is None else env
-    if env.get("GPUDC_BMC_PASSWORD"):
-        return env["GPUDC_BMC_PASSWORD"]
-    path = secrets.site_secret_dir(site) / "bmc-password"
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise InputError(
-            f"BMC password: set GPUDC_BMC_PASSWORD or write it to {path} (mode 0600)"
-        ) from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise InputError(f"{path}: mode {stat.S_IMODE(mode):04o}; a password file must be 0600")
-    password = path.read_text().strip()
-    if not password:
-        raise InputError(f"{path}: empty")
-    return password
-
-
-@dataclass(slots=True)
-class SiteAccess:
-    """How the real backends reach a site (paths and non-secret names only)."""
-
-    ssh_key: Path | None
-    known_hosts: Path
-    extra_vars: dict[str, Any]
-    addresses: dict[str, str]
-    bmc_urls: dict[str, str]
-    bmc_systems: dict[str, str | None]
-    bmc_username: str
-    bmc_password: Callable[[], str] = field(repr=False)
-    bmc_verify: bool = True
-
-
-def site_access(plan: Plan) -> SiteAccess:
-    """The lab's key, known_hosts, BMC URLs and credentials file; or the site's (stack config + secret dir)."""
-    from gpudc.provision.access import is_lab
-    from gpudc.provision.access import site_access as provision_access
-
-    access = provision_access(plan)
-    if is_lab(plan):
-        from gpudc.lab import api as lab_api
-
-        try:
-            lab = lab_api.status()
-        except GpudcError as exc:
-            raise UnreachableError(f"lab: {exc} (is the lab up? `gpudc lab up`)") from None
-        password_file = Path(lab["bmc_password_file"])
-        return SiteAccess(
-            ssh_key=access.ssh_key,
-            known_hosts=access.known_hosts,
-            extra_vars=access.extra_vars,
-            addresses={h["name"]: h["address"] for h in lab["hosts"]},
-            bmc_urls={h["name"]: h["bmc_url"] for h in lab["hosts"]},
-            bmc_systems={h["name"]: h.get("bmc_system") for h in lab["hosts"]},
-            bmc_username=str(lab["bmc_username"]),
-            bmc_password=lambda: password_file.read_text().strip(),
-            bmc_verify=True,
-        )
-    from gpudc.model import load_site
-
-    site, source = load_site(plan.site.stack)
-    if not site.bmcUser:
-        raise InputError(f"{source}: gpudc:bmcUser is not set; reprovision needs the BMC user")
-    return SiteAccess(
-        ssh_key=access.ssh_key,
-        known_hosts=access.known_hosts,
-        extra_vars=access.extra_vars,
-        addresses={},
-        bmc_urls={n.name: f"https://{n.bmc_address}" for n in plan.nodes},
-        bmc_systems={},
-        bmc_username=site.bmcUser,
-        bmc_password=lambda: bmc_password(plan.site.name),
-    )
-
-
 def ssh_waiter(known_hosts: Path, identity: Path | None, addresses: dict[str, str],
-               interval: float = 1.0, port: int = 22, user: str = "root") -> Callable[[Node, float], str]:
+               interval: float = 1.0, port: int = 22, user: str = "root",
+               jump: str | None = None) -> Callable[[Node, float], str]:
     """Wait until the node answers SSH with the key known_hosts holds for it (strict: never TOFU).
 
     A host that presents another key is refused at once: the reimage did not restore the
     pre-seeded key, and its answer cannot be trusted.
     """
-    from gpudc.validate.fanout import FanOut, SshOptions, Target
+    from gpudc.validate.fanout import FanOut, JumpHost, SshOptions, Target
+
+    jump_host = JumpHost.parse(jump) if jump else None
 
     def wait_ssh(node: Node, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -601,7 +528,7 @@ def ssh_waiter(known_hosts: Path, identity: Path | None, addresses: dict[str, st
                 raise StepError(f"{node.name} ({address}): no SSH within {timeout:g}s ({last})", 3)
             connect = max(0.5, min(5.0, left))
             options = SshOptions(user=user, port=port, known_hosts=known_hosts, identity=identity, tofu=False,
-                                 parallel=1,
+                                 parallel=1, jump=jump_host,
                                  connect_timeout=connect, auth_timeout=connect,
                                  command_timeout=max(1.0, min(10.0, left)))
             attempts += 1
@@ -618,17 +545,21 @@ def ssh_waiter(known_hosts: Path, identity: Path | None, addresses: dict[str, st
 
 
 def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer | None = None) -> Backends:
-    """The real backends of a site: Redfish BMCs, SSH, ansible-runner, the validator, Slurm or the drain file."""
-    from gpudc.infra.redfish import BmcClient
+    """The real backends of a site: Redfish BMCs, SSH, ansible-runner, the validator, Slurm or the drain file.
+
+    Every one reaches the site through `access` (gpudc.access): the stack's BMC URL, TLS and
+    credential settings, SSH user, key, known_hosts and jump host."""
+    from gpudc.access import site_access
 
     access = access or site_access(plan)
 
     def bmc(node: Node) -> Bmc:
-        url = access.bmc_urls.get(node.name)
-        if not url:
+        if node.name not in access.bmc:
             raise StepError(f"{node.name}: no BMC address in the plan", 2)
-        return BmcClient(url, access.bmc_username, access.bmc_password(), timeout=10, retries=2,
-                         verify=access.bmc_verify, system_id=access.bmc_systems.get(node.name))
+        if not access.bmc_username:
+            raise StepError(f"site {plan.site.name}: gpudc:bmcUser is not set; reprovision needs the BMC user", 2)
+        # short per-call bounds: each step has its own timeout around many calls
+        return access.bmc_client(node, timeout=10, retries=2)
 
     def provision(node: Node, timeout: float) -> str:
         from gpudc.provision.runner import ProvisionStopped, clear_fact_cache, run_provision
@@ -637,8 +568,8 @@ def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer
         try:
             result = run_provision(
                 plan, playbook="reprovision.yml", limit=node.name,
-                extra_vars={**access.extra_vars, "gpudc_reprovision_wait": int(max(10, min(timeout, 600)))},
-                ssh_key=access.ssh_key, known_hosts=access.known_hosts,
+                extra_vars={"gpudc_reprovision_wait": int(max(10, min(timeout, 600)))},
+                access=access,
                 # stopped a little before the step's own timeout: no run is left going behind it
                 deadline_s=max(1.0, timeout - PROVISION_STOP_MARGIN_S),
             )
@@ -657,7 +588,8 @@ def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer
         from gpudc.validate.fanout import SshOptions
         from gpudc.validate.run import run_validate
 
-        ssh = SshOptions(identity=access.ssh_key, known_hosts=access.known_hosts, parallel=1, deadline=timeout)
+        ssh = SshOptions(user=access.ssh_user, port=access.ssh_port, identity=access.ssh_identity,
+                         known_hosts=access.known_hosts, jump=access.jump_host(), parallel=1, deadline=timeout)
         verdicts = run_validate(plan, ssh=ssh, limit=node.name, level=VALIDATE_LEVEL,
                                 addresses=access.addresses, progress=False)
         mine = [v for v in verdicts if v.node == node.name]
@@ -668,7 +600,8 @@ def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer
     return Backends(
         drainer=drainer or drainer_for(plan),
         bmc=bmc,
-        wait_ssh=ssh_waiter(access.known_hosts, access.ssh_key, access.addresses),
+        wait_ssh=ssh_waiter(access.known_hosts, access.ssh_identity, access.addresses,
+                            port=access.ssh_port, user=access.ssh_user, jump=access.jump),
         provision=provision,
         validate=validate,
     )

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gpudc.errors import GpudcError, InputError, UnreachableError
+from gpudc.errors import InputError
 from gpudc.validate.fanout import JumpHost, SshOptions
 from gpudc.validate.history import History, default_history_path
 from gpudc.validate.probe import LEVELS
@@ -65,8 +65,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="trust and record unknown host keys (changed keys are still refused)",
     )
-    p.add_argument("--user", default="root", help="remote user (default root)")
-    p.add_argument("--port", type=int, default=22, help="SSH port of the nodes (default 22)")
+    p.add_argument("--user", help="remote user (default: the site's access, root)")
+    p.add_argument("--port", type=int, help="SSH port of the nodes (default: the site's access, 22)")
     p.add_argument("--history", type=Path, help="history database (default $GPUDC_HISTORY or the state dir)")
     p.add_argument("--no-history", action="store_true", help="neither read nor record the history")
     p.add_argument("--parallel", type=int, default=64, metavar="N", help="nodes probed at once (default 64)")
@@ -119,43 +119,27 @@ def register(subparsers: Any) -> None:
 # -- gpudc validate ----------------------------------------------------------------------------
 
 
-def _site_defaults(plan_site: str, stack: str) -> tuple[Path | None, Path | None, dict[str, str]]:
-    """(identity, known_hosts, addresses) a stack implies: the lab's, or the site's secret dir."""
-    if stack == "lab":
-        from gpudc.lab import api as lab_api
-
-        try:
-            lab = lab_api.status()
-        except GpudcError as exc:
-            raise UnreachableError(f"lab: {exc} (is the lab up? `gpudc lab up`)") from None
-        addresses = {h["name"]: h["address"] for h in lab.get("hosts", []) if h.get("address")}
-        return Path(lab["ssh_key"]), Path(lab["known_hosts"]), addresses
-    from gpudc.secrets import site_secret_dir
-
-    secret_dir = site_secret_dir(plan_site)
-    key = secret_dir / "controller_ed25519"  # gpudc.secrets.controller_key's file, not created here
-    return (key if key.exists() else None), secret_dir / "known_hosts", {}
-
-
 def _validate(args: argparse.Namespace) -> int:
     if not args.stack:
         raise InputError("validate: --stack is required")
+    from gpudc.access import site_access
     from gpudc.plan import load_plan
 
     plan = load_plan(args.stack)
-    identity, known_hosts, addresses = _site_defaults(plan.site.name, plan.site.stack)
+    access = site_access(plan, args.stack)
+    identity = access.ssh_identity
     if args.identity is None and identity is None and not os.environ.get("SSH_AUTH_SOCK"):
         raise InputError(
             f"validate: no --identity, no controller key of site {plan.site.name!r} in its secret dir, "
             "and no ssh-agent (SSH_AUTH_SOCK)"
         )
     ssh = SshOptions(
-        user=args.user,
-        port=args.port,
+        user=args.user or access.ssh_user,
+        port=args.port or access.ssh_port,
         identity=args.identity or identity,
-        known_hosts=args.known_hosts or known_hosts,
+        known_hosts=args.known_hosts or access.known_hosts,
         tofu=args.tofu,
-        jump=JumpHost.parse(args.jump) if args.jump else None,
+        jump=JumpHost.parse(args.jump) if args.jump else access.jump_host(),
         parallel=args.parallel,
         connect_timeout=args.connect_timeout,
         auth_timeout=args.connect_timeout,
@@ -172,7 +156,7 @@ def _validate(args: argparse.Namespace) -> int:
         level=args.level,
         history_path=args.history,
         record_history=not args.no_history,
-        addresses=addresses,
+        addresses=access.addresses,
         nvml_call_timeout=args.nvml_timeout,
         command_timeout=args.timeout,
         progress=not args.quiet,
