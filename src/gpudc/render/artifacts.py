@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment
 
@@ -36,12 +37,6 @@ from gpudc.render.writer import Writer
 ETHERNET_KINDS = ("ethernet", "roce")
 #: Parallel ssh-keygen runs when a render has to make host keys.
 KEYGEN_WORKERS = 8
-#: Installer images per OS, relative to the boot server's base URL.
-OS_BOOT = {
-    "ubuntu2204": {"kind": "autoinstall", "path": "os/ubuntu-22.04", "label": "Ubuntu 22.04 live-server"},
-    "ubuntu2404": {"kind": "autoinstall", "path": "os/ubuntu-24.04", "label": "Ubuntu 24.04 live-server"},
-    "debian12": {"kind": "preseed", "path": "os/debian-12", "label": "Debian 12 netboot installer"},
-}
 
 
 @dataclass(slots=True)
@@ -175,7 +170,9 @@ def render_dhcp(ctx: Ctx, w: Writer) -> None:
         network, _ = prefix_net[prefix]
         subnets.append({"id": sid, "subnet": prefix, "network": network, "router": gateway(prefix),
                         "reservations": sorted(reservations, key=lambda r: ipaddress.IPv4Address(r["ip-address"]))})
-    text = ctx.render("dhcp/kea-dhcp4.conf.j2", subnets=subnets,
+    # One UEFI client class per CPU architecture the site boots (the plan's boot facts).
+    firmware = sorted({(n.boot.uefi_client_arch, n.boot.arch, n.boot.ipxe) for n in plan.nodes})
+    text = ctx.render("dhcp/kea-dhcp4.conf.j2", subnets=subnets, firmware=firmware,
                       boot_url=f"http://{ctx.service_address}/gpudc/{plan.site.name}/pxe/boot.ipxe")
     count = sum(len(s["reservations"]) for s in subnets)
     w.write("dhcp/kea-dhcp4.conf", text, "dhcp", f"Kea DHCPv4: {len(subnets)} subnets, {count} reservations")
@@ -206,13 +203,17 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
     w.write("pxe/boot.ipxe", ctx.render("pxe/boot.ipxe.j2", pools=pools, base=base), "pxe",
             "iPXE entry script: dispatches each node (by DHCP hostname) to its pool's script")
     for pool, nodes in pools.items():
-        first = nodes[0]
-        boot = OS_BOOT[first.os]
+        first = nodes[0]  # a pool is one SKU on one OS: one boot for all its nodes
+        boot = first.boot
         w.write(f"pxe/{pool}.ipxe", ctx.render("pxe/pool.ipxe.j2", pool=pool, node=first, boot=boot, base=base),
-                "pxe", f"iPXE script of pool {pool} ({boot['label']})")
-        if boot["kind"] == "preseed":
-            w.write(f"pxe/{pool}.preseed.cfg", ctx.render("pxe/preseed.cfg.j2", pool=pool, base=base),
-                    "pxe", f"Debian preseed of pool {pool}: installs, then seeds cloud-init (NoCloud)")
+                "pxe", f"iPXE script of pool {pool} ({boot.label}, {boot.arch})")
+        if boot.installer == "preseed":
+            mirror = urlsplit(boot.mirror or "")
+            w.write(f"pxe/{pool}.preseed.cfg",
+                    ctx.render("pxe/preseed.cfg.j2", pool=pool, base=base, boot=boot,
+                               mirror_host=mirror.netloc, mirror_dir=mirror.path or "/"),
+                    "pxe", f"debian-installer preseed of pool {pool} ({boot.label}): installs, then seeds "
+                    "cloud-init (NoCloud)")
     _, controller_pub = secrets.controller_key(plan.site.name)
     # Keys are made once per node (ssh-keygen); a first render of a big site makes thousands,
     # so they are fetched in parallel. Later renders only read them.
@@ -221,7 +222,7 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
     for node, (private, public) in zip(plan.nodes, keys, strict=True):
         text = ctx.render(
             "pxe/user-data.j2", node=node, node_info=_node_info(node),
-            boot=OS_BOOT[node.os], controller_key=controller_pub,
+            boot=node.boot, controller_key=controller_pub,
             host_private=private.read_text(), host_public=public,
         )
         w.write(f"pxe/nodes/{node.name}/user-data", text, "pxe",
