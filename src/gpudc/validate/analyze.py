@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gpudc.catalog import current_catalog
 from gpudc.errors import InputError
 from gpudc.plan.types import Expectation
 from gpudc.validate import probe_script
 from gpudc.validate.checks import evaluate
+from gpudc.validate.facts import FACTS, SCHEMA, ProbeFacts, misfits
 from gpudc.validate.parsers import dcgm as dcgm_parser
 from gpudc.validate.parsers import nvsmi_text
 from gpudc.validate.policy import Policy, load_policy
@@ -102,8 +103,8 @@ def _kernel_events(text: str) -> tuple[list[dict[str, Any]], float | None]:
     return probe_script.merge_xids(events), last
 
 
-def facts_from_files(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
-    """One facts document from captured files, and the kind of each file."""
+def facts_from_files(paths: list[Path]) -> tuple[ProbeFacts, list[str]]:
+    """One facts document of the probe's schema from captured files, and the kind of each file."""
     facts: dict[str, Any] = probe_script.new_facts("analyze")
     facts.update(source="analyze", hostname=None, boot_time=None, time=None)
     kinds: list[str] = []
@@ -118,7 +119,7 @@ def facts_from_files(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
         try:
             if kind in ("nvidia-smi-q", "nvidia-smi-q-xml"):
                 parsed = (
-                    probe_script.parse_nvsmi_xml(text)
+                    nvsmi_text.smi_facts(probe_script.parse_nvsmi_xml(text))
                     if kind == "nvidia-smi-q-xml"
                     else nvsmi_text.parse(text)
                 )
@@ -139,7 +140,11 @@ def facts_from_files(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"cannot read as {kind}: {exc}", source=str(path)) from None
     facts["time"] = max(latest) if latest else time.time()
-    return facts, kinds
+    # the same schema as a node's probe output: a reader that drifted from it is named here
+    problems = misfits(FACTS, facts)
+    if problems:
+        raise InputError(f"the readers' facts do not fit schema {SCHEMA}: {'; '.join(problems[:5])}")
+    return cast(ProbeFacts, facts), kinds
 
 
 def analyze_files(paths: list[Path], sku: str | None, policy: Policy | None = None) -> Verdict:

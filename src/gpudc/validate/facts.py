@@ -386,3 +386,21 @@ def _repair(
         del parent[key]
         return True
     return False
+
+
+def misfits(adapter: TypeAdapter[Any], data: Any) -> list[str]:
+    """Every place where data does not fit adapter's type, as `field: what is wrong` (empty: it
+    fits). For gpudc's own readers, whose output must fit as is (no repair)."""
+    try:
+        adapter.validate_python(data)
+    except ValidationError as exc:
+        out = []
+        for error in exc.errors(include_url=False):
+            path = _locate(data, tuple(error["loc"]))[0]
+            text = f"{path}: " + (
+                f"not a field of schema {SCHEMA}" if error["type"] == "extra_forbidden" else _message(error)
+            )
+            if text not in out:
+                out.append(text)
+        return out
+    return []

@@ -54,11 +54,7 @@ def in_window(ctx: Context) -> list[XidEvent]:
     """The XID events inside the policy's window (events without a time count as inside)."""
     now = ctx.facts["time"]
     window = ctx.policy.threshold("xid_window_s")
-    return [
-        ev
-        for ev in ctx.facts["xids"]
-        if now is None or ev["time"] is None or ev["time"] >= now - window
-    ]
+    return [ev for ev in ctx.facts["xids"] if now is None or ev["time"] is None or ev["time"] >= now - window]
 
 
 def check(ctx: Context) -> list[Finding]:

@@ -1,1 +1,2 @@
-"""Parsers of captured output (for `gpudc analyze`): each returns the probe's facts shape."""
+"""Parsers of captured output (for `gpudc analyze`): each returns facts of the probe's schema
+(gpudc.validate.facts), checked against it."""

@@ -9,8 +9,9 @@ each GPU becomes a list of (path, value) pairs and fields are looked up by secti
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
+from gpudc.validate.facts import SCHEMA, SMI_FACTS, SmiFacts, misfits
 from gpudc.validate.probe_script import (
     CLOCK_BITS,
     _float,
@@ -195,8 +196,9 @@ def _gpu_facts(index: int, bdf: str, g: _Gpu) -> dict[str, Any]:
     return gpu
 
 
-def parse(text: str) -> dict[str, Any]:
-    """nvidia-smi -q text -> {driver_version, cuda_version, gpus}. ValueError when no GPU block."""
+def parse(text: str) -> SmiFacts:
+    """nvidia-smi -q text -> {driver_version, cuda_version, gpus}, in the facts schema.
+    ValueError when no GPU block."""
     lines = text.splitlines()
     header: list[str] = []
     blocks: list[tuple[str, list[str]]] = []
@@ -213,9 +215,20 @@ def parse(text: str) -> dict[str, Any]:
         raise ValueError("no 'Driver Version' and no 'GPU xxxx:xx:xx.x' block")
     gpus = [_gpu_facts(i, bdf, _Gpu(_tree(body))) for i, (bdf, body) in enumerate(blocks)]
     attached = _num(top.get("Attached GPUs"))
-    return {
-        "driver_version": top.get("Driver Version"),
-        "cuda_version": top.get("CUDA Version"),
-        "attached_gpus": attached,
-        "gpus": gpus,
-    }
+    return smi_facts(
+        {
+            "driver_version": top.get("Driver Version"),
+            "cuda_version": top.get("CUDA Version"),
+            "attached_gpus": attached,
+            "gpus": gpus,
+        }
+    )
+
+
+def smi_facts(parsed: dict[str, Any]) -> SmiFacts:
+    """A reader's output held to the facts schema (gpudc.validate.facts.SmiFacts); a reader
+    whose output does not fit it is a gpudc bug, reported as ValueError naming the fields."""
+    problems = misfits(SMI_FACTS, parsed)
+    if problems:
+        raise ValueError(f"the reader's facts do not fit schema {SCHEMA}: {'; '.join(problems[:5])}")
+    return cast(SmiFacts, parsed)
