@@ -19,7 +19,7 @@ from typing import Any
 from gpudc import __version__
 from gpudc.catalog import Profile, current_catalog
 from gpudc.conformance.collect import NodeState, required_services
-from gpudc.conformance.profile_export import canonical_json, held_packages, profile_digest, role_of
+from gpudc.conformance.profile_export import HELD_ROLES, canonical_json, profile_digest
 from gpudc.errors import GpudcError, InputError
 from gpudc.plan.types import Node, Plan
 
@@ -69,9 +69,10 @@ def _installed(facts: dict[str, Any], name: str) -> dict[str, Any] | None:
     return got if isinstance(got, dict) and str(got.get("status", ""))[1:2] == "i" else None
 
 
-def _package_items(node: Node, profile: Profile | None, facts: dict[str, Any]) -> list[dict[str, Any]]:
+def _package_items(node: Node, facts: dict[str, Any]) -> list[dict[str, Any]]:
     known = isinstance(facts.get("packages"), dict)
-    held = set(held_packages(profile, node.os)) if profile is not None and node.os in profile.os else set()
+    by_role = node.expected.packages_by_role
+    held = {name for role in HELD_ROLES for name in by_role.get(role, {})}
     items: list[dict[str, Any]] = []
     for name, want in node.expected.packages.items():
         got = _installed(facts, name)
@@ -91,49 +92,45 @@ def _package_items(node: Node, profile: Profile | None, facts: dict[str, Any]) -
     return items
 
 
-def _package_upstream(node: Node, profile: Profile | None, facts: dict[str, Any], role: str) -> tuple[str, str]:
+def _package_upstream(node: Node, facts: dict[str, Any], role: str) -> tuple[str, str]:
     """(found upstream version, package) of the first package of a role the node pins."""
-    if profile is None or node.os not in profile.os:
-        return "unknown", ""
-    for name in node.expected.packages:
-        if role_of(profile, node.os, name) == role:
-            got = _installed(facts, name)
-            if got is not None:
-                return upstream(str(got.get("version"))), name
-            return ("not installed" if isinstance(facts.get("packages"), dict) else "unknown"), name
+    for name in node.expected.packages_by_role.get(role, {}):
+        got = _installed(facts, name)
+        if got is not None:
+            return upstream(str(got.get("version"))), name
+        return ("not installed" if isinstance(facts.get("packages"), dict) else "unknown"), name
     return "unknown", ""
 
 
-def _flavour(facts: dict[str, Any], node: Node) -> tuple[str, str]:
+def _flavour(facts: dict[str, Any]) -> tuple[str, str]:
     """(kernel module flavour, where it was read)."""
     module = facts.get("module") or {}
     if module.get("flavour") in ("open", "proprietary"):
-        return str(module["flavour"]), str(module.get("flavour_source") or "kernel")
+        return str(module["flavour"]), f"read from {module.get('flavour_source') or 'the kernel'}"
     # No nvidia module visible in this kernel (a container shares its host's kernel): the
     # installed driver package says which flavour provisioning put on.
-    packages = facts.get("packages")
-    if isinstance(packages, dict):
-        for name in packages:
-            if _installed(facts, name) is None:
-                continue
-            if name.startswith("nvidia-open-"):
-                return "open", f"package {name} (no nvidia module in this kernel)"
-            if name.startswith(("cuda-drivers-", "nvidia-driver-")):
-                return "proprietary", f"package {name} (no nvidia module in this kernel)"
-    return "unknown", "no nvidia module and no driver package"
+    for name in facts.get("packages") or {}:
+        if _installed(facts, name) is None:
+            continue
+        if name.startswith("nvidia-open-"):
+            return "open", f"read from package {name} (no nvidia module in this kernel)"
+        if name.startswith(("cuda-drivers-", "nvidia-driver-")):
+            return "proprietary", f"read from package {name} (no nvidia module in this kernel)"
+    return "unknown", "no nvidia module loaded and no driver package installed"
 
 
 def judge_node(node: Node, profile: Profile | None, facts: dict[str, Any]) -> list[dict[str, Any]]:
     """Every judged and recorded item of one reachable node, in a fixed order."""
     exp = node.expected
-    items = _package_items(node, profile, facts)
+    items = _package_items(node, facts)
     nvml = facts.get("nvml") or {}
     module = facts.get("module") or {}
     driver = nvml.get("driver_version") or module.get("loaded_version")
-    where = "NVML" if nvml.get("driver_version") else ("kernel module" if driver else "neither NVML nor module")
-    items.append(_item("driver", exp.driver_version, str(driver or "unknown"), f"read from {where}"))
-    flavour, source = _flavour(facts, node)
-    items.append(_item("kernel_module", exp.kernel_module, flavour, f"read from {source}"))
+    where = "read from " + ("NVML" if nvml.get("driver_version") else "the kernel module")
+    items.append(_item("driver", exp.driver_version, str(driver or "unknown"),
+                       where if driver else "neither NVML nor a loaded nvidia module answered"))
+    flavour, source = _flavour(facts)
+    items.append(_item("kernel_module", exp.kernel_module, flavour, source))
     cuda = profile.components.get("cuda") if profile is not None else None
     toolkits = facts.get("cuda_toolkits") or {}
     want_toolkit = (cuda.toolkit or cuda.version) if cuda is not None else None
@@ -147,7 +144,7 @@ def judge_node(node: Node, profile: Profile | None, facts: dict[str, Any]) -> li
         checks.append(("imex", "imex", None))
     for name, role, want in checks:
         want = want or (components[name].version if name in components else None)
-        found, package = _package_upstream(node, profile, facts, role)
+        found, package = _package_upstream(node, facts, role)
         items.append(_item(name, want, found, f"package {package}" if package else None))
     services = facts.get("services")
     for unit in required_services(node):
