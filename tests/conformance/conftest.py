@@ -19,10 +19,13 @@ from gpudc.plan.types import Node, Plan
 
 
 @pytest.fixture(autouse=True)
-def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def private_state(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Unit tests get their own secret dir and history; lab tests use the lab site's own secrets
+    (its access file, controller key) and pass --history themselves."""
     secrets = tmp_path / "secrets"
-    monkeypatch.setenv("GPUDC_SECRET_DIR", str(secrets))
-    monkeypatch.setenv("GPUDC_HISTORY", str(tmp_path / "history.db"))
+    if request.node.get_closest_marker("lab") is None:
+        monkeypatch.setenv("GPUDC_SECRET_DIR", str(secrets))
+        monkeypatch.setenv("GPUDC_HISTORY", str(tmp_path / "history.db"))
     yield secrets
 
 
