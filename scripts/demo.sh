@@ -97,3 +97,19 @@ gpudc validate --stack "$STACK" --level standard --quiet --json "$OUT/validate-3
 
 say "HTML report"
 printf '%sHTML report: %s%s\n' "$green" "$OUT/report.html" "$reset"
+
+say "gpudc conformance report --stack $STACK: every node against its software profile, plus its verdict, signed with the site's key"
+CONF="$OUT/conformance"
+gpudc conformance report --stack "$STACK" --out "$CONF" \
+  || die "the lab does not conform to its software profiles (see $CONF/conformance-$STACK.html)"
+REPORT="$CONF/conformance-$STACK.json"
+
+say "verify it as a partner would: the site's public key as an allowed-signers line, then plain OpenSSH and gpudc"
+gpudc conformance key --stack "$STACK" > "$CONF/allowed_signers"
+note "$(cat "$CONF/allowed_signers")"
+ssh-keygen -Y verify -f "$CONF/allowed_signers" -I "$STACK" -n gpudc-conformance -s "$REPORT.sig" < "$REPORT" \
+  || die "ssh-keygen -Y verify rejected the signed report"
+gpudc conformance verify "$REPORT" --allowed-signers "$CONF/allowed_signers" \
+  || die "gpudc conformance verify rejected the report"
+printf '%sSigned conformance report: %s (signature %s.sig, view %s)%s\n' \
+  "$green" "$REPORT" "$REPORT" "$CONF/conformance-$STACK.html" "$reset"
