@@ -136,3 +136,4 @@ def test_a_held_package_upgraded_by_hand_is_reported_with_both_versions(
         converge(plan, access, tmp_path / "restore", limit=BROKEN)
     rc, doc, _ = report(tmp_path / "restored", history, "--limit", BROKEN)
     assert rc == 0, doc["nonconformities"]
+    assert doc["limit"] == BROKEN and [n["name"] for n in doc["nodes"]] == [BROKEN]

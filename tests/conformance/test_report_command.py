@@ -80,6 +80,7 @@ def test_report_names_every_bad_node_and_is_still_signed(
     assert reasons["gb200-01"].startswith("timeout:")
     assert reasons["gb200-02"].startswith("auth:")
     assert doc["summary"] == {"nodes": 4, "conforming": 0, "non_conforming": 4, "unreachable": 3}
+    assert doc["limit"] is None
     # signed: plain ssh-keygen accepts it with the key `conformance key` prints
     assert gpudc(["conformance", "key", "--stack", "lab"]) == 0
     line = capsys.readouterr().out

@@ -151,7 +151,7 @@ def _report(args: argparse.Namespace) -> int:
                       command_timeout=args.timeout, deadline=args.deadline)
     err.print(f"conformance: reading {len(nodes)} node(s) of site {plan.site.name}")
     states = collect_states(nodes, ssh, reach.addresses)
-    doc = build_report(plan, nodes, states, _past_runs(args.history, [n.name for n in nodes]))
+    doc = build_report(plan, nodes, states, _past_runs(args.history, [n.name for n in nodes]), limit=args.limit)
     data = canonical_json(doc).encode()
     signature = signing.sign(key, data)
     report, sig, html = report_paths(args.out, plan.site.name)

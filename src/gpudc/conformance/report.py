@@ -220,6 +220,7 @@ def build_report(
     states: Mapping[str, NodeState],
     history: Mapping[str, Sequence[PastRun]],
     generated: datetime | None = None,
+    limit: str | None = None,
 ) -> dict[str, Any]:
     catalog = current_catalog()  # the one load_plan expanded the plan with
     used = sorted({n.profile for n in nodes})
@@ -282,6 +283,7 @@ def build_report(
             "stack": plan.site.stack,
         },
         "signing": {"namespace": "gpudc-conformance", "principal": plan.site.name},
+        "limit": limit or None,  # the --limit that chose the nodes (None: every node of the site)
         "profiles": profiles,
         "summary": {
             "nodes": len(out_nodes),
