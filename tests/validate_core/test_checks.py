@@ -324,6 +324,10 @@ def test_malformed_facts_do_not_crash(policy, h200) -> None:
     facts["services"] = {"nvidia-fabricmanager": None}
     v = evaluate("h", facts, h200, policy)
     assert v.verdict == "fail"  # FM state unknown; nothing raised
+    named = {f.evidence for f in v.findings if f.check == "probe_facts"}
+    assert {"gpus[0].pcie.gen", "gpus[1]", "xids[0].xid", "services.nvidia-fabricmanager"} <= named
+    # the rest is still judged: the services check reports the FM state as unknown
+    assert any(f.check == "services" and "unknown" in f.message for f in v.findings)
 
 
 def test_no_expectation_still_judges_absolute_rules(policy) -> None:

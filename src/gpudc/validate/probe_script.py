@@ -11,6 +11,9 @@ collects facts about the node's GPUs and GPU software and prints ONE line:
   abandoned). The script ends with os._exit so a stuck thread cannot keep it alive.
 - Every subprocess runs under a timeout in its own process group (killed on expiry).
 - A missing tool is recorded in `tools_missing`, never a crash.
+- The facts follow the typed schema in gpudc/validate/facts.py, version SCHEMA below (this
+  script cannot import it on a node; a test holds the two versions equal). Change a field's
+  meaning or type there and here together, and bump both.
 
 This module is also imported by gpudc (the parsers reuse its XML and kernel-log readers), so it
 must stay importable without side effects and use nothing outside the standard library.

@@ -59,10 +59,3 @@ class Context:
     def from_probe(self) -> bool:
         """True for facts the node probe collected; False for `gpudc analyze` input."""
         return self.facts["source"] != "analyze"
-
-
-def num(value: Any) -> float | None:
-    """A number from the facts, or None (bools and strings are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
