@@ -112,6 +112,7 @@ def ssh_options(
     connect_timeout: float = 10.0,
     command_timeout: float = COMMAND_TIMEOUT_S,
     deadline: float | None = None,
+    tofu: bool = False,
 ) -> SshOptions:
     if reach.identity is None and not os.environ.get("SSH_AUTH_SOCK"):
         raise InputError(
@@ -123,6 +124,7 @@ def ssh_options(
         jump=JumpHost.parse(reach.jump) if reach.jump else None,
         identity=reach.identity,
         known_hosts=reach.known_hosts,
+        tofu=tofu,
         parallel=parallel,
         connect_timeout=connect_timeout,
         auth_timeout=connect_timeout,

@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     r.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="per-node limit on reading its state, in seconds (60)")
     r.add_argument("--deadline", type=float, metavar="S", help="stop reading nodes after S seconds")
+    r.add_argument("--known-hosts", type=Path, help="known_hosts to check host keys against (default: the site's)")
+    r.add_argument("--identity", type=Path, help="private key file (default: the site's controller key)")
+    r.add_argument("--tofu", action="store_true", help="trust and record unknown host keys (changed keys are refused)")
     r.set_defaults(handler=_report)
 
     v = sub.add_parser(
@@ -145,10 +148,12 @@ def _report(args: argparse.Namespace) -> int:
     plan = load_plan(args.stack)
     nodes = select_nodes(plan, args.limit)
     err = _console(stderr=True)
-    key, _ = signing.signing_key(plan.site.name)  # before reaching nodes: a missing ssh-keygen fails fast
     reach = site_reach(plan)
+    reach.identity = args.identity or reach.identity
+    reach.known_hosts = args.known_hosts or reach.known_hosts
     ssh = ssh_options(plan, reach, parallel=args.parallel, connect_timeout=args.connect_timeout,
-                      command_timeout=args.timeout, deadline=args.deadline)
+                      command_timeout=args.timeout, deadline=args.deadline, tofu=args.tofu)
+    key, _ = signing.signing_key(plan.site.name)  # before reaching nodes: a missing ssh-keygen fails fast
     err.print(f"conformance: reading {len(nodes)} node(s) of site {plan.site.name}")
     states = collect_states(nodes, ssh, reach.addresses)
     doc = build_report(plan, nodes, states, _past_runs(args.history, [n.name for n in nodes]), limit=args.limit)
@@ -160,9 +165,11 @@ def _report(args: argparse.Namespace) -> int:
     write_atomic(html, render_html(doc, sig.name).encode())
     out = _console()
     out.print(node_table(doc))
+    notes = {(n["name"], i["item"]): i.get("note") for n in doc["nodes"] for i in n["items"]}
     for problem in doc["nonconformities"]:
-        out.print(f"{problem['node']}: {problem['item']}: expected {problem['expected']}, found {problem['found']}",
-                  style="red", highlight=False)
+        note = notes.get((problem["node"], problem["item"])) if problem["item"] == "reachable" else None
+        out.print(f"{problem['node']}: {problem['item']}: expected {problem['expected']}, found {problem['found']}"
+                  + (f" ({note})" if note else ""), style="red", highlight=False)
     summary = doc["summary"]
     out.print(f"{summary['conforming']}/{summary['nodes']} node(s) conform; report {report}, signature {sig}, "
               f"view {html}", highlight=False)
