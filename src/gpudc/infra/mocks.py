@@ -100,11 +100,13 @@ def run_program(
     preview: bool = False,
     catalog: Catalog | None = None,
     entry_point: bool = False,
+    main: Path | None = None,
 ) -> MockRun:
     """Run `program.build()` under mocks with this config; raises what the program raises.
 
     entry_point: run the program directory's `__main__.py` the way the Pulumi language host
-    does (runpy on `src/gpudc/infra/`) instead of calling build().
+    does (runpy on `src/gpudc/infra/`) instead of calling build(). main: run this file or
+    folder instead (a site project's `__main__.py`, as its Pulumi.yaml names it).
     """
     import runpy
 
@@ -119,7 +121,9 @@ def run_program(
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
-        if entry_point:
+        if main is not None:
+            runpy.run_path(str(main), run_name="__main__")
+        elif entry_point:
             runpy.run_path(str(Path(program_module.__file__).parent), run_name="__main__")
         else:
             build(catalog)
