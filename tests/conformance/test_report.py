@@ -182,3 +182,15 @@ def test_html_view_shows_nonconformities_escaped(lab_plan: Plan) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "service:nvidia-dcgm" in html and "conformance-lab.json.sig" in html
     assert "do not conform" in html
+
+
+def test_a_malformed_node_answer_is_that_nodes_problem(lab_plan: Plan) -> None:
+    node = lab_plan.node("gb200-01")
+    facts = good_facts(node)
+    facts["nvml"] = {"gpus": ["not a gpu"], "driver_version": 5}
+    facts["module"] = ["nonsense"]
+    doc = build(lab_plan, {node.name: facts})
+    jsonschema.validate(doc, schema())
+    assert doc["nonconformities"] == [{"node": "gb200-01", "item": "collector", "expected": "readable output",
+                                       "found": "malformed output"}]
+    assert doc["summary"]["conforming"] == 3

@@ -157,3 +157,15 @@ def test_no_private_key_material_in_report_signature_or_messages(lab_plan: Plan,
     for text in (report.read_text(), Path(f"{report}.sig").read_text(), captured.out, captured.err):
         for i in range(0, len(body) - 24, 24):  # no 24-character piece of the key anywhere
             assert body[i:i + 24] not in text
+
+
+def test_verify_reads_a_signed_but_malformed_document_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = {"format": "gpudc-conformance/1", "site": {"name": "lab"}, "nodes": [], "profiles": [],
+           "nonconformities": ["x"], "conforms": False, "summary": {}}
+    report = tmp_path / "odd.json"
+    report.write_text(json.dumps(doc))
+    key, _ = signing.signing_key("lab")
+    Path(f"{report}.sig").write_bytes(signing.sign(key, report.read_bytes()))
+    assert gpudc(["conformance", "verify", str(report), "--allowed-signers", str(allowed_signers(tmp_path))]) == 2
+    assert "nonconformities[0]: not an object" in capsys.readouterr().err

@@ -250,8 +250,13 @@ def build_report(
             items = [_item("reachable", "yes", "no", state.error)]
             entry["state"] = None
         else:
-            items = judge_node(node, catalog.profiles.get(node.profile), state.facts)
-            entry["state"] = _state(state.facts)
+            try:
+                items = judge_node(node, catalog.profiles.get(node.profile), state.facts)
+                entry["state"] = _state(state.facts)
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                # the node's answer is input, not trusted: a malformed one is that node's problem
+                items = [_item("collector", "readable output", "malformed output", f"{type(exc).__name__}")]
+                entry["state"] = None
         validation, performance = _validation(history.get(node.name, ()))
         # pass, or warn (advice, not a failure), counts as passed validation
         found = validation["verdict"] if validation else "none recorded"
@@ -311,6 +316,8 @@ def report_problems(doc: Any) -> list[str]:
     if not problems and not isinstance(doc["site"].get("name"), str):
         problems.append("site.name: missing")
     if not problems:
+        problems += [f"nonconformities[{i}]: not an object" for i, p in enumerate(doc["nonconformities"])
+                     if not isinstance(p, dict)]
         for i, node in enumerate(doc["nodes"]):
             if not isinstance(node, dict) or not isinstance(node.get("items"), list) \
                     or not isinstance(node.get("name"), str):
