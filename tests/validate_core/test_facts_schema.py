@@ -241,3 +241,12 @@ def test_repairs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         gpu["temperature_c"] = "hot"
     reading = read_facts(doc)
     assert reading.facts is None and len(reading.problems) == 4
+
+
+def test_repairs_leave_the_callers_document_alone() -> None:
+    doc = healthy_facts()
+    doc["gpus"][2]["temperature_c"] = "hot"
+    doc["gpus"][1] = "garbage"
+    reading = read_facts(doc)
+    assert reading.facts is not None and len(reading.facts["gpus"]) == 7
+    assert doc["gpus"][2]["temperature_c"] == "hot" and doc["gpus"][1] == "garbage"

@@ -338,7 +338,11 @@ def read_facts(raw: Mapping[str, Any]) -> Reading:
     schema = raw.get("schema")
     if not _same_schema(schema):
         return Reading(schema, None)
-    data = copy.deepcopy(dict(raw))
+    try:  # the common case: it fits, and validating copies it
+        return Reading(schema, FACTS.validate_python(raw))
+    except ValidationError:
+        pass
+    data = copy.deepcopy(dict(raw))  # repairs must not touch the caller's document
     problems: list[Problem] = []
     tried: dict[str, str] = {}  # field -> the last repair tried on it
     removed: dict[int, list[int]] = {}  # id(list) -> original indices of its dropped rows
