@@ -383,6 +383,8 @@ class CpuArch(_Strict):
 class OsCatalog(_Strict):
     releases: dict[str, OsRelease]
     architectures: dict[str, CpuArch]
+    #: "os:<name>" / "arch:<name>" -> the file it came from ("gpudc:..." when shipped)
+    origins: dict[str, str] = {}
 
     @property
     def names(self) -> list[str]:
@@ -415,6 +417,7 @@ def load_os_catalog(root: Path | None = None, overlay: Path | None = None) -> Os
     releases: dict[str, OsRelease] = {}
     architectures: dict[str, CpuArch] = {}
     files: dict[str, Path] = {}
+    origins: dict[str, str] = {}
     for base, is_overlay in layers:
         folder = base / "os"
         arch_path = folder / _ARCHITECTURES
@@ -428,6 +431,7 @@ def load_os_catalog(root: Path | None = None, overlay: Path | None = None) -> Os
                     raise InputError(f"architectures.{name}.source: an overlay entry must say where its facts "
                                      "come from", source=str(arch_path))
                 architectures[str(name)] = arch
+                origins[f"arch:{name}"] = origin_label(arch_path, base, is_overlay)
         for path in sorted(folder.glob("*.yaml")):
             if path.name == _ARCHITECTURES:
                 continue
@@ -436,11 +440,12 @@ def load_os_catalog(root: Path | None = None, overlay: Path | None = None) -> Os
                 raise InputError("source: an overlay entry must say where its facts come from", source=str(path))
             releases[release.name] = release
             files[release.name] = path
+            origins[f"os:{release.name}"] = origin_label(path, base, is_overlay)
     for name, release in releases.items():
         problems = _os_problems(release, architectures)
         if problems:
             raise InputError(problems, source=str(files[name]))
-    return OsCatalog(releases=releases, architectures=architectures)
+    return OsCatalog(releases=releases, architectures=architectures, origins=origins)
 
 
 def current_os_catalog(project: Project | None = None) -> OsCatalog:

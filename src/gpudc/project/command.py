@@ -49,7 +49,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def catalog_entries() -> list[dict[str, Any]]:
     """Every entry of the current project's merged catalog: kind, name, description, file."""
-    from gpudc.catalog import current_catalog, overlay_dir
+    from gpudc.catalog import current_catalog, current_os_catalog, overlay_dir
 
     catalog = current_catalog()
     rows: list[dict[str, Any]] = []
@@ -61,6 +61,13 @@ def catalog_entries() -> list[dict[str, Any]]:
     for name, profile in sorted(catalog.profiles.items()):
         rows.append({"kind": "profile", "name": name, "description": profile.description,
                      "file": catalog.origins[f"profile:{name}"]})
+    os_catalog = current_os_catalog()
+    for name, release in sorted(os_catalog.releases.items()):
+        rows.append({"kind": "os", "name": name, "description": release.description,
+                     "file": os_catalog.origins[f"os:{name}"]})
+    for name, arch in sorted(os_catalog.architectures.items()):
+        rows.append({"kind": "cpu_arch", "name": name, "description": arch.description,
+                     "file": os_catalog.origins[f"arch:{name}"]})
     overlay = overlay_dir()
     if overlay is not None:
         from gpudc.validate.policy import load_policy
