@@ -52,22 +52,19 @@ def catalog_entries() -> list[dict[str, Any]]:
     from gpudc.catalog import current_catalog, current_os_catalog, overlay_dir
 
     catalog = current_catalog()
-    rows: list[dict[str, Any]] = []
-    for name, sku in sorted(catalog.skus.items()):
-        rows.append({"kind": "sku", "name": name, "description": sku.description, "file": catalog.origins[f"sku:{name}"]})
-    for name, switch in sorted(catalog.switches.items()):
-        rows.append({"kind": "switch", "name": name, "description": switch.description,
-                     "file": catalog.origins[f"switch:{name}"]})
-    for name, profile in sorted(catalog.profiles.items()):
-        rows.append({"kind": "profile", "name": name, "description": profile.description,
-                     "file": catalog.origins[f"profile:{name}"]})
     os_catalog = current_os_catalog()
-    for name, release in sorted(os_catalog.releases.items()):
-        rows.append({"kind": "os", "name": name, "description": release.description,
-                     "file": os_catalog.origins[f"os:{name}"]})
-    for name, arch in sorted(os_catalog.architectures.items()):
-        rows.append({"kind": "cpu_arch", "name": name, "description": arch.description,
-                     "file": os_catalog.origins[f"arch:{name}"]})
+    tables: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
+        ("sku", "sku", catalog.skus, catalog.origins),
+        ("switch", "switch", catalog.switches, catalog.origins),
+        ("profile", "profile", catalog.profiles, catalog.origins),
+        ("os", "os", os_catalog.releases, os_catalog.origins),
+        ("cpu_arch", "arch", os_catalog.architectures, os_catalog.origins),
+    ]
+    rows: list[dict[str, Any]] = [
+        {"kind": kind, "name": name, "description": entry.description, "file": origins[f"{key}:{name}"]}
+        for kind, key, entries, origins in tables
+        for name, entry in sorted(entries.items())
+    ]
     overlay = overlay_dir()
     if overlay is not None:
         from gpudc.validate.policy import load_policy
