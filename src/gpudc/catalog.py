@@ -10,6 +10,7 @@ name replaces it whole, any other adds to it. Every overlay entry carries a top-
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -142,16 +143,35 @@ class SwitchModel(_Strict):
     ports: Fact
     rate_gbps: Fact
     rack_units: Fact
+    # Planning power in watts: the datasheet's max where published, else its typical figure.
+    # Optional so older overlays load; the plan refuses to place a model without it.
+    power_w: Fact | None = None
     source: str | None = None  # required in a project overlay
 
 
 class Package(_Strict):
     name: str
     version: str
+    # Relationships as the repository's Packages index has them, where gpudc relies on them (the
+    # lab's stand-ins are built with exactly these); `source` says where they were read. Unset
+    # fields stay out of the profile document, so older profiles keep their digests.
+    depends: list[str] | None = None
+    provides: list[str] | None = None
+    conflicts: list[str] | None = None
+    replaces: list[str] | None = None
+    source: str | None = None
+
+
+#: Repository sources a package set can come from: NVIDIA's CUDA repository (the default) and
+#: Ubuntu's own archive (Canonical's packaging of the same software, under other names/versions).
+REPOSITORIES = ("cuda", "ubuntu")
+DEFAULT_REPOSITORY = "cuda"
 
 
 class OsPackages(_Strict):
     packages: dict[str, list[Package]]
+    repository: Literal["cuda", "ubuntu"] | None = None  # None: NVIDIA's CUDA repository
+    source: str | None = None  # where this set's names and versions come from
 
 
 class Component(_Strict):
@@ -170,17 +190,87 @@ class Profile(_Strict):
     description: str
     supports: list[str]
     components: dict[str, Component]
-    os: dict[str, OsPackages]
+    os: dict[str, OsPackages]  # OS -> the package set from NVIDIA's CUDA repository (the default)
+    #: Other repository sources' sets: repository ("ubuntu") -> OS -> set. Absent: CUDA repository only.
+    repositories: dict[str, dict[str, OsPackages]] | None = None
     source: str | None = None  # required in a project overlay (its components carry their own too)
 
     @property
     def driver(self) -> Component:
         return self.components["driver"]
 
-    def packages_for(self, os_name: str, roles: tuple[str, ...] | list[str]) -> dict[str, str]:
+    def package_set(self, os_name: str, repository: str = DEFAULT_REPOSITORY) -> OsPackages:
+        """One OS's package set from one repository source (KeyError when the profile has none)."""
+        if repository == DEFAULT_REPOSITORY:
+            return self.os[os_name]
+        return (self.repositories or {})[repository][os_name]
+
+    def packages_for(
+        self, os_name: str, roles: tuple[str, ...] | list[str], repository: str = DEFAULT_REPOSITORY
+    ) -> dict[str, str]:
         """Package -> version for the given roles on one OS, in role order."""
-        table = self.os[os_name].packages
+        table = self.package_set(os_name, repository).packages
         return {p.name: p.version for role in roles for p in table.get(role, [])}
+
+
+# Driver-versioned packages outside the driver itself, by their name without a branch suffix.
+# NVIDIA's CUDA repository names them `<stem>-<branch>` up to branch 570 and `<stem>` from 580
+# on (NVIDIA/gpu-driver-container ubuntu22.04/install.sh at 78fa4ac and
+# ubuntu24.04/precompiled/local-repo.sh at 51d4966: `if [ "$DRIVER_BRANCH" -ge "580" ]`; PR 451:
+# "Package nvidia-fabricmanager-580 is a virtual package provided by: nvidia-fabricmanager").
+# Ubuntu's archive keeps `<stem>-<branch>` for 580 (packages.ubuntu.com: fabric-manager-580,
+# libnvidia-nscq-580, built by Canonical). libnvsdm is NVIDIA's from 560 on, x86_64 only.
+BRANCH_PACKAGE_STEMS = (
+    "nvidia-fabricmanager-dev",
+    "nvidia-fabricmanager",
+    "cuda-drivers-fabricmanager",
+    "libnvidia-nscq",
+    "libnvsdm",
+    "nvidia-imex",
+)
+#: First branch whose driver-versioned packages NVIDIA's CUDA repository names without the branch.
+UNVERSIONED_FROM_BRANCH = 580
+
+
+def branch_package_name(stem: str, branch: int, repository: str = DEFAULT_REPOSITORY) -> str:
+    """The name a repository gives one driver-versioned package of a driver branch."""
+    if repository == DEFAULT_REPOSITORY and branch >= UNVERSIONED_FROM_BRANCH:
+        return stem
+    return f"{stem}-{branch}"
+
+
+def _stem_of(name: str) -> str | None:
+    for stem in BRANCH_PACKAGE_STEMS:  # longest stems first, so -dev is not read as its runtime
+        if re.fullmatch(rf"{re.escape(stem)}(-\d+)?", name):
+            return stem
+    return None
+
+
+def profile_package_problems(profile: Profile) -> list[str]:
+    """Driver-versioned packages a profile names as its repository does not (each with its path)."""
+    branch = profile.driver.branch
+    if branch is None or not branch.isdigit():
+        return []
+    sets = [(f"os.{os_name}", DEFAULT_REPOSITORY, table) for os_name, table in profile.os.items()]
+    for repository, tables in (profile.repositories or {}).items():
+        sets += [(f"repositories.{repository}.{os_name}", repository, t) for os_name, t in tables.items()]
+    problems = [f"repositories.{r}: unknown repository source (gpudc knows: {', '.join(REPOSITORIES[1:])})"
+                for r in profile.repositories or {} if r not in REPOSITORIES[1:]]
+    for where, repository, table in sets:
+        if table.repository not in (None, repository):
+            problems.append(f"{where}.repository: {table.repository!r}, but the set is listed under {repository!r}")
+        for role, packages in table.packages.items():
+            for i, package in enumerate(packages):
+                stem = _stem_of(package.name)
+                if stem is None:
+                    continue
+                want = branch_package_name(stem, int(branch), repository)
+                if package.name != want:
+                    problems.append(
+                        f"{where}.packages.{role}[{i}].name: {package.name!r}; the {repository} repository "
+                        f"names branch {branch}'s package {want!r}"
+                    )
+    return problems
 
 
 class Catalog(_Strict):
@@ -304,6 +394,9 @@ def load_catalog(root: Path | None = None, overlay: Path | None = None) -> Catal
             profile = _parse(Profile, _read(path), path)
             if is_overlay:
                 _need_source(profile, path, "")
+            problems = profile_package_problems(profile)
+            if problems:
+                raise InputError(problems, source=str(path))
             profiles[profile.name] = profile
             origins[f"profile:{profile.name}"] = origin_label(path, base, is_overlay)
     return Catalog(skus=skus, switches=switches, profiles=profiles, origins=origins)
