@@ -162,15 +162,14 @@ class Package(_Strict):
     source: str | None = None
 
 
-#: Repository sources a package set can come from: NVIDIA's CUDA repository (the default) and
-#: Ubuntu's own archive (Canonical's packaging of the same software, under other names/versions).
-REPOSITORIES = ("cuda", "ubuntu")
+#: The repository source a package set comes from unless it says otherwise: NVIDIA's CUDA
+#: repository. The others (Ubuntu's own archive) are named in software/naming.yaml.
 DEFAULT_REPOSITORY = "cuda"
 
 
 class OsPackages(_Strict):
     packages: dict[str, list[Package]]
-    repository: Literal["cuda", "ubuntu"] | None = None  # None: NVIDIA's CUDA repository
+    repository: str | None = None  # the source it is listed under; None: NVIDIA's CUDA repository
     source: str | None = None  # where this set's names and versions come from
 
 
@@ -213,62 +212,69 @@ class Profile(_Strict):
         return {p.name: p.version for role in roles for p in table.get(role, [])}
 
 
-# Driver-versioned packages outside the driver itself, by their name without a branch suffix.
-# NVIDIA's CUDA repository names them `<stem>-<branch>` up to branch 570 and `<stem>` from 580
-# on (NVIDIA/gpu-driver-container ubuntu22.04/install.sh at 78fa4ac and
-# ubuntu24.04/precompiled/local-repo.sh at 51d4966: `if [ "$DRIVER_BRANCH" -ge "580" ]`; PR 451:
-# "Package nvidia-fabricmanager-580 is a virtual package provided by: nvidia-fabricmanager").
-# Ubuntu's archive keeps `<stem>-<branch>` for 580 (packages.ubuntu.com: fabric-manager-580,
-# libnvidia-nscq-580, built by Canonical). libnvsdm is NVIDIA's from 560 on, x86_64 only.
-BRANCH_PACKAGE_STEMS = (
-    "nvidia-fabricmanager-dev",
-    "nvidia-fabricmanager",
-    "cuda-drivers-fabricmanager",
-    "libnvidia-nscq",
-    "libnvsdm",
-    "nvidia-imex",
-)
-#: First branch whose driver-versioned packages NVIDIA's CUDA repository names without the branch.
-UNVERSIONED_FROM_BRANCH = 580
+#: software/<this file> holds the repositories' naming rule, not a profile.
+NAMING_FILE = "naming.yaml"
 
 
-def branch_package_name(stem: str, branch: int, repository: str = DEFAULT_REPOSITORY) -> str:
-    """The name a repository gives one driver-versioned package of a driver branch."""
-    if repository == DEFAULT_REPOSITORY and branch >= UNVERSIONED_FROM_BRANCH:
-        return stem
-    return f"{stem}-{branch}"
+class RepositoryNaming(_Strict):
+    description: str
+    #: First driver branch whose driver-versioned packages this repository names without the
+    #: branch suffix (None: it always keeps `<stem>-<branch>`).
+    unversioned_from_branch: Fact
 
 
-def _stem_of(name: str) -> str | None:
-    for stem in BRANCH_PACKAGE_STEMS:  # longest stems first, so -dev is not read as its runtime
-        if re.fullmatch(rf"{re.escape(stem)}(-\d+)?", name):
-            return stem
-    return None
+class PackageNaming(_Strict):
+    """How each repository source names the driver-versioned packages (software/naming.yaml)."""
+
+    stems: Fact  # names without a branch suffix
+    repositories: dict[str, RepositoryNaming]
+
+    def name(self, stem: str, branch: int, repository: str = DEFAULT_REPOSITORY) -> str:
+        """The name a repository gives one driver-versioned package of a driver branch."""
+        first = self.repositories[repository].unversioned_from_branch.value
+        return stem if first is not None and branch >= int(first) else f"{stem}-{branch}"
+
+    def stem_of(self, name: str) -> str | None:
+        for stem in sorted(self.stems.value, key=len, reverse=True):  # -dev before its runtime
+            if re.fullmatch(rf"{re.escape(stem)}(-\d+)?", name):
+                return str(stem)
+        return None
 
 
-def profile_package_problems(profile: Profile) -> list[str]:
-    """Driver-versioned packages a profile names as its repository does not (each with its path)."""
+@cache
+def load_package_naming(root: Path | None = None, overlay: Path | None = None) -> PackageNaming:
+    """software/naming.yaml of the catalog at `root` (default: shipped), an overlay's replacing it."""
+    path = (root or shipped_catalog_dir()) / "software" / NAMING_FILE
+    if overlay is not None and (overlay / "software" / NAMING_FILE).exists():
+        path = overlay / "software" / NAMING_FILE
+    naming: PackageNaming = _parse(PackageNaming, _read(path), path)
+    return naming
+
+
+def profile_package_problems(profile: Profile, naming: PackageNaming) -> list[str]:
+    """Driver-versioned packages a profile names otherwise than its repository does (with their paths)."""
+    problems = [f"repositories.{r}: unknown repository source (the catalog's naming knows: "
+                f"{', '.join(sorted(naming.repositories))})"
+                for r in profile.repositories or {} if r not in naming.repositories]
     branch = profile.driver.branch
-    if branch is None or not branch.isdigit():
-        return []
+    if problems or branch is None or not branch.isdigit():
+        return problems
     sets = [(f"os.{os_name}", DEFAULT_REPOSITORY, table) for os_name, table in profile.os.items()]
     for repository, tables in (profile.repositories or {}).items():
         sets += [(f"repositories.{repository}.{os_name}", repository, t) for os_name, t in tables.items()]
-    problems = [f"repositories.{r}: unknown repository source (gpudc knows: {', '.join(REPOSITORIES[1:])})"
-                for r in profile.repositories or {} if r not in REPOSITORIES[1:]]
     for where, repository, table in sets:
         if table.repository not in (None, repository):
             problems.append(f"{where}.repository: {table.repository!r}, but the set is listed under {repository!r}")
         for role, packages in table.packages.items():
             for i, package in enumerate(packages):
-                stem = _stem_of(package.name)
+                stem = naming.stem_of(package.name)
                 if stem is None:
                     continue
-                want = branch_package_name(stem, int(branch), repository)
+                want = naming.name(stem, int(branch), repository)
                 if package.name != want:
                     problems.append(
-                        f"{where}.packages.{role}[{i}].name: {package.name!r}; the {repository} repository "
-                        f"names branch {branch}'s package {want!r}"
+                        f"{where}.packages.{role}[{i}].name: {package.name!r}, but the {repository} "
+                        f"repository names branch {branch}'s package {want!r}"
                     )
     return problems
 
@@ -367,6 +373,7 @@ def load_catalog(root: Path | None = None, overlay: Path | None = None) -> Catal
     switches: dict[str, SwitchModel] = {}
     profiles: dict[str, Profile] = {}
     origins: dict[str, str] = {}
+    naming = load_package_naming(root, overlay)
     for base, is_overlay in layers:
         for path in sorted((base / "hardware").glob("*.yaml")):
             if path.name == "switches.yaml":
@@ -391,10 +398,12 @@ def load_catalog(root: Path | None = None, overlay: Path | None = None) -> Catal
                 switches[str(name)] = model
                 origins[f"switch:{name}"] = origin_label(switch_path, base, is_overlay)
         for path in sorted((base / "software").glob("*.yaml")):
+            if path.name == NAMING_FILE:
+                continue
             profile = _parse(Profile, _read(path), path)
             if is_overlay:
                 _need_source(profile, path, "")
-            problems = profile_package_problems(profile)
+            problems = profile_package_problems(profile, naming)
             if problems:
                 raise InputError(problems, source=str(path))
             profiles[profile.name] = profile

@@ -64,7 +64,7 @@ def test_a_node_provisioned_to_its_profile_conforms(lab_plan: Plan) -> None:
     assert items["service:nvidia-fabricmanager"]["found"] == "active"
     assert items["gpu0:vbios"]["expected"] is None  # recorded: no profile pins a VBIOS
     tray = {i["item"] for i in next(n for n in doc["nodes"] if n["name"] == "gb200-01")["items"]}
-    assert {"imex", "service:nvidia-imex", "hold:nvidia-imex-580"} <= tray and "fabric_manager" not in tray
+    assert {"imex", "service:nvidia-imex", "hold:nvidia-imex"} <= tray and "fabric_manager" not in tray
 
 
 def test_a_hand_upgraded_package_is_reported_with_both_versions(lab_plan: Plan) -> None:

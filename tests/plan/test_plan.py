@@ -167,8 +167,9 @@ def test_expectation_pins_profile_packages(plan: Plan) -> None:
         pkgs = exp.packages
         assert any(v.startswith(exp.driver_version) for v in pkgs.values())
         assert pkgs["libnccl2"] == f"{exp.nccl_version}-1+cuda{exp.cuda_version}"
-        fm = [p for p in pkgs if p.startswith("nvidia-fabricmanager-")]
-        imex = [p for p in pkgs if p.startswith("nvidia-imex-")]
+        # by role: from branch 580 the names carry no branch suffix (catalog/software/naming.yaml)
+        fm = list(exp.packages_by_role["fabric_manager"])
+        imex = list(exp.packages_by_role["imex"])
         assert bool(fm) == exp.fabric_manager and bool(imex) == exp.imex
         for p in fm + imex:
             assert pkgs[p].split("-")[0] == exp.driver_version  # FM/IMEX equal the driver exactly

@@ -55,7 +55,7 @@ def test_host_vars_carry_addresses_and_pinned_versions(lab_inventory: dict) -> N
     assert tray["gpudc_packages"]["driver"] == {
         p.name: p.version for p in profile.os["debian12"].packages["driver"]
     }
-    assert tray["gpudc_packages"]["imex"] == {"nvidia-imex-580": "580.95.05-1"}
+    assert tray["gpudc_packages"]["imex"] == {"nvidia-imex": "580.95.05-1"}  # no branch suffix from 580
     assert tray["gpudc_packages"]["fabric_manager"] == {}, "no fabric manager on a GB200 tray"
     assert tray["gpudc_imex"] is True and tray["gpudc_fabric_manager"] is False
     assert tray["gpudc_imex_peers"] == node.expected.imex_peers

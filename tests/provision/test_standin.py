@@ -49,8 +49,19 @@ def test_dependencies_and_branch_conflicts(repo: Path) -> None:
     dcgm = repo / "datacenter-gpu-manager-4-cuda13_4.5.2-1_all.deb"
     assert field(dcgm, "Version") == "1:4.5.2-1"
     assert field(dcgm, "Depends") == "datacenter-gpu-manager-4-core (= 1:4.5.2-1)"
-    for deb in ("nvidia-fabricmanager-570_570.133.20-1_all.deb", "nvidia-fabricmanager-580_580.95.05-1_all.deb"):
-        assert field(repo / deb, "Conflicts") == "gpudc-standin-fabricmanager"
+    # NVIDIA's control.in up to 570: the branch package provides, conflicts with and replaces the bare name
+    r570 = repo / "nvidia-fabricmanager-570_570.133.20-1_all.deb"
+    for name in ("Provides", "Conflicts", "Replaces"):
+        assert field(r570, name) == "nvidia-fabricmanager"
+    # from 580 the bare name is the real package; the branch name is only provided (PR 451)
+    r580 = repo / "nvidia-fabricmanager_580.95.05-1_all.deb"
+    assert field(r580, "Package") == "nvidia-fabricmanager"
+    assert field(r580, "Provides") == "nvidia-fabricmanager-580"
+    assert field(r580, "Conflicts") == ""
+    assert not list(repo.glob("nvidia-fabricmanager-580_*.deb"))
+    assert not list(repo.glob("nvidia-imex-580_*.deb")) and not list(repo.glob("libnvidia-nscq-580_*.deb"))
+    for deb in ("libnvidia-nscq_580.95.05-1_all.deb", "libnvsdm_580.95.05-1_all.deb", "libnvsdm-570_570.133.20-1_all.deb"):
+        assert (repo / deb).exists(), deb
 
 
 def test_units_markers_and_no_simulated_nvml(repo: Path) -> None:
@@ -60,13 +71,14 @@ def test_units_markers_and_no_simulated_nvml(repo: Path) -> None:
     for deb in repo.glob("*.deb"):
         listing = contents(deb)
         assert "libnvidia-ml" not in listing and "bin/nvidia-smi" not in listing and "bin/dcgmi" not in listing
-    assert "nvidia-fabricmanager.service" in contents(repo / "nvidia-fabricmanager-580_580.95.05-1_all.deb")
-    assert "nvidia-imex.service" in contents(repo / "nvidia-imex-580_580.95.05-1_all.deb")
+    assert "nvidia-fabricmanager.service" in contents(repo / "nvidia-fabricmanager_580.95.05-1_all.deb")
+    assert "nvidia-fabricmanager.service" in contents(repo / "nvidia-fabricmanager-570_570.133.20-1_all.deb")
+    assert "nvidia-imex.service" in contents(repo / "nvidia-imex_580.95.05-1_all.deb")
     assert "nvidia-dcgm.service" in contents(repo / "datacenter-gpu-manager-4-core_4.5.2-1_all.deb")
 
 
 def test_imex_ctl_answers_from_nodes_config(repo: Path, tmp_path: Path) -> None:
-    subprocess.run(["dpkg-deb", "-x", str(repo / "nvidia-imex-580_580.95.05-1_all.deb"), str(tmp_path / "x")],
+    subprocess.run(["dpkg-deb", "-x", str(repo / "nvidia-imex_580.95.05-1_all.deb"), str(tmp_path / "x")],
                    check=True, timeout=30)
     ctl = tmp_path / "x/usr/bin/nvidia-imex-ctl"
     config = tmp_path / "nodes_config.cfg"

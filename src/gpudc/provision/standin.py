@@ -8,14 +8,20 @@ through the lab's apt-cacher-ng). Each installs a marker file
 systemd unit running a harmless long-lived process that the roles enable:
 
 - driver (`nvidia-open-<br>`, `cuda-drivers-<br>`): `nvidia-persistenced.service`
-- `nvidia-fabricmanager-<br>`: `nvidia-fabricmanager.service`
-- `nvidia-imex-<br>`: `nvidia-imex.service`, `/etc/nvidia-imex/config.cfg` and an
+- `nvidia-fabricmanager[-<br>]`: `nvidia-fabricmanager.service`
+- `nvidia-imex[-<br>]`: `nvidia-imex.service`, `/etc/nvidia-imex/config.cfg` and an
   `nvidia-imex-ctl` that answers `-q` with READY and `-N -j` with a domain status derived from
   `/etc/nvidia-imex/nodes_config.cfg`
 - `datacenter-gpu-manager-4-core`: `nvidia-dcgm.service`
 
-Branch packages of one kind (driver, fabric manager, IMEX) provide, conflict with and replace a
-common virtual name, as NVIDIA's branch packages do, so two branches never sit side by side.
+Control fields reproduce the real repository's relationships as the catalog records them, with
+their sources (`Package.depends/provides/conflicts/replaces`): NVIDIA's `nvidia-fabricmanager-570`
+provides, conflicts with and replaces `nvidia-fabricmanager`; from 580 the real package is
+`nvidia-fabricmanager` and `nvidia-fabricmanager-580` is only a name it provides, so pinning
+`nvidia-fabricmanager-580=<version>` fails against the stand-ins exactly as on a real node. Only
+the driver stand-ins keep a lab-only virtual (`gpudc-standin-nvidia-driver`) so that two driver
+branches never sit side by side. Dependencies on the OS's own packages (libc6, Canonical's
+nvidia-kernel-common, ...) are left out: the stand-ins install nothing that needs them.
 The driver stand-in ships no `libnvidia-ml.so.1` (the lab simulates NVML there) and no tools
 (`nvidia-smi`, `dcgmi`) that the lab simulates.
 
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpudc.catalog import Catalog, current_catalog
+from gpudc.catalog import Catalog, Package, current_catalog
 from gpudc.errors import GpudcError
 
 #: Package roles whose packages come from Debian itself in the inbox RDMA mode.
@@ -43,6 +49,8 @@ DEBIAN_ROLES = ("rdma",)
 STANDIN_OS = "debian12"
 NEWER_SUFFIX = "+gpudc1"
 MARKER_DIR = "/usr/share/gpudc-standin"
+#: Lab-only virtual name the driver stand-ins provide, conflict with and replace.
+DRIVER_VIRTUAL = "gpudc-standin-nvidia-driver"
 
 _SLEEPER = "#!/bin/sh\n# gpudc stand-in daemon: a harmless long-lived process.\nexec sleep infinity\n"
 
@@ -98,7 +106,9 @@ class StandinPackage:
     version: str
     role: str
     depends: list[str] = field(default_factory=list)
-    virtual: str | None = None  # provided, conflicted and replaced: one branch at a time
+    provides: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    replaces: list[str] = field(default_factory=list)
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (content, mode)
     units: dict[str, str] = field(default_factory=dict)  # unit name -> ExecStart binary
     conffiles: list[str] = field(default_factory=list)
@@ -124,20 +134,28 @@ def _upstream(version: str) -> str:
     return version.split(":", 1)[-1].rsplit("-", 1)[0]
 
 
-def describe(name: str, version: str, role: str, siblings: dict[str, str]) -> StandinPackage:
-    """What the stand-in of one NVIDIA package contains."""
+def describe(
+    name: str, version: str, role: str, siblings: dict[str, str], package: Package | None = None
+) -> StandinPackage:
+    """What the stand-in of one NVIDIA package contains; `package`: its catalog entry (relationships)."""
     pkg = StandinPackage(name=name, version=version, role=role)
+    if package is not None:
+        # The repository's own relationships, as the catalog records them (with their source).
+        pkg.depends += package.depends or []
+        pkg.provides += package.provides or []
+        pkg.conflicts += package.conflicts or []
+        pkg.replaces += package.replaces or []
     pkg.files[f"{MARKER_DIR}/{name}"] = (f"{name} {version}\n", 0o644)
     if role == "driver" and re.fullmatch(r"(nvidia-open|cuda-drivers)-\d+", name):
-        pkg.virtual = "gpudc-standin-nvidia-driver"
+        # Lab-only: one driver branch at a time (the real packages' file conflicts do this on a node).
+        for field_ in (pkg.provides, pkg.conflicts, pkg.replaces):
+            field_.append(DRIVER_VIRTUAL)
         pkg.files["/usr/bin/nvidia-persistenced"] = (_SLEEPER, 0o755)
         pkg.units["nvidia-persistenced.service"] = _unit("NVIDIA Persistence Daemon", "/usr/bin/nvidia-persistenced")
-    elif role == "fabric_manager" and name.startswith("nvidia-fabricmanager-"):
-        pkg.virtual = "gpudc-standin-fabricmanager"
+    elif role == "fabric_manager" and re.fullmatch(r"nvidia-fabricmanager(-\d+)?", name):
         pkg.files["/usr/bin/nv-fabricmanager"] = (_SLEEPER, 0o755)
         pkg.units["nvidia-fabricmanager.service"] = _unit("NVIDIA fabric manager service", "/usr/bin/nv-fabricmanager")
-    elif role == "imex" and name.startswith("nvidia-imex-"):
-        pkg.virtual = "gpudc-standin-imex"
+    elif role == "imex" and re.fullmatch(r"nvidia-imex(-\d+)?", name):
         pkg.files["/usr/bin/nvidia-imex"] = (_SLEEPER, 0o755)
         pkg.files["/usr/bin/nvidia-imex-ctl"] = (_IMEX_CTL.replace("@VERSION@", _upstream(version)), 0o755)
         pkg.files["/etc/nvidia-imex/config.cfg"] = (_IMEX_CONFIG, 0o644)
@@ -165,23 +183,27 @@ def describe(name: str, version: str, role: str, siblings: dict[str, str]) -> St
     return pkg
 
 
-def standin_set(catalog: Catalog | None = None, *, newer: bool = False) -> list[StandinPackage]:
-    """Every stand-in package of every profile's debian12 set, deduplicated by (name, version)."""
+def standin_set(
+    catalog: Catalog | None = None, *, newer: bool = False, os_name: str = STANDIN_OS, os_roles: bool = False,
+) -> list[StandinPackage]:
+    """Every stand-in package of every profile's `os_name` set (NVIDIA's CUDA repository),
+    deduplicated by (name, version). `os_roles`: also minimal stand-ins of the OS's own packages
+    (the `rdma` role), for a repository that must resolve a whole node on its own."""
     catalog = catalog or current_catalog()
     seen: dict[tuple[str, str], StandinPackage] = {}
     for profile in catalog.profiles.values():
-        table = profile.os.get(STANDIN_OS)
+        table = profile.os.get(os_name)
         if table is None:
             continue
         for role, packages in table.packages.items():
-            if role in DEBIAN_ROLES:
+            if role in DEBIAN_ROLES and not os_roles:
                 continue
             bump = NEWER_SUFFIX if newer else ""
             siblings = {p.name: p.version + bump for p in packages}
             for p in packages:
                 key = (p.name, p.version + bump)
                 if key not in seen:
-                    seen[key] = describe(p.name, p.version + bump, role, siblings)
+                    seen[key] = describe(p.name, p.version + bump, role, siblings, p)
     return sorted(seen.values(), key=lambda p: (p.name, p.version))
 
 
@@ -194,10 +216,10 @@ def _control(pkg: StandinPackage, arch: str) -> str:
         "Section: misc",
         "Priority: optional",
     ]
-    if pkg.depends:
-        lines.append(f"Depends: {', '.join(pkg.depends)}")
-    if pkg.virtual:
-        lines += [f"Provides: {pkg.virtual}", f"Conflicts: {pkg.virtual}", f"Replaces: {pkg.virtual}"]
+    for name, values in (("Depends", pkg.depends), ("Provides", pkg.provides), ("Conflicts", pkg.conflicts),
+                         ("Replaces", pkg.replaces)):
+        if values:
+            lines.append(f"{name}: {', '.join(values)}")
     lines.append(f"Description: gpudc lab stand-in for NVIDIA's {pkg.name}")
     lines.append(" Installs a marker file and, where the real package has one, a harmless service.")
     return "\n".join(lines) + "\n"
@@ -254,9 +276,13 @@ def build_deb(pkg: StandinPackage, out_dir: Path, *, arch: str = "all") -> Path:
     return target
 
 
-def build_repo(out_dir: Path, *, newer: bool = False, catalog: Catalog | None = None) -> list[Path]:
+def build_repo(
+    out_dir: Path, *, newer: bool = False, catalog: Catalog | None = None, os_name: str = STANDIN_OS,
+    os_roles: bool = False,
+) -> list[Path]:
     """Build every stand-in .deb (or the `newer` set) into out_dir; existing ones are rebuilt."""
-    return [build_deb(pkg, out_dir) for pkg in standin_set(catalog, newer=newer)]
+    packages = standin_set(catalog, newer=newer, os_name=os_name, os_roles=os_roles)
+    return [build_deb(pkg, out_dir) for pkg in packages]
 
 
 def remove_debs(out_dir: Path, packages: Iterable[StandinPackage]) -> None:
