@@ -125,17 +125,19 @@ def test_site_converges_and_second_run_changes_nothing(plan: Plan, first_runs: t
 def test_hgx_gets_fabric_manager_at_the_driver_version(plan: Plan, first_runs: Any) -> None:
     node = plan.node(HGX)
     exp = node.expected
-    branch = exp.driver_branch
     driver_pkg = next(p for p in exp.packages if p.startswith(("nvidia-open-", "cuda-drivers-")))
     assert version(HGX, driver_pkg) == exp.packages[driver_pkg]
-    fm = version(HGX, f"nvidia-fabricmanager-{branch}")
-    assert fm == exp.packages[f"nvidia-fabricmanager-{branch}"]
+    # names by role: from 580 NVIDIA's repository drops the branch suffix (catalog/software/naming.yaml)
+    fm_pkgs = exp.packages_by_role["fabric_manager"]
+    fm_name = next(p for p in fm_pkgs if p.startswith("nvidia-fabricmanager"))
+    fm = version(HGX, fm_name)
+    assert fm == exp.packages[fm_name]
     assert fm is not None and fm.split("-")[0] == exp.driver_version
     assert sh(HGX, "systemctl is-active nvidia-fabricmanager").strip() == "active"
     assert sh(HGX, "systemctl is-enabled nvidia-fabricmanager").strip() == "enabled"
-    assert installed_like(HGX, r"nvidia-imex-\d+") == [], "no IMEX on HGX"
+    assert installed_like(HGX, r"nvidia-imex(-\d+)?") == [], "no IMEX on HGX"
     held = set(sh(HGX, "apt-mark showhold").split())
-    assert {driver_pkg, f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"} <= held
+    assert {driver_pkg, *fm_pkgs} <= held and len(fm_pkgs) >= 2
     for unit in ("nvidia-persistenced", "nvidia-dcgm"):
         assert sh(HGX, f"systemctl is-active {unit}").strip() == "active"
     for package, want in exp.packages.items():
@@ -153,15 +155,17 @@ def test_gb200_tray_gets_imex_listing_its_domain(plan: Plan, first_runs: Any) ->
         status = json.loads(sh(tray, "nvidia-imex-ctl -N -j"))
         assert [v["host"] for v in status["nodes"].values()] == domain.imex_addresses
         assert sh(tray, "nvidia-imex-ctl -q").strip() == "READY"
-        assert installed_like(tray, r"nvidia-fabricmanager-\d+") == [], "no fabric manager on GB200"
+        assert installed_like(tray, r"nvidia-fabricmanager(-\d+)?") == [], "no fabric manager on GB200"
         assert sh(tray, "systemctl is-active nvidia-fabricmanager", check=False).strip() != "active"
         exp = plan.node(tray).expected
-        assert version(tray, f"nvidia-imex-{exp.driver_branch}") == exp.packages[f"nvidia-imex-{exp.driver_branch}"]
+        assert exp.packages_by_role["imex"]
+        for imex in exp.packages_by_role["imex"]:
+            assert version(tray, imex) == exp.packages[imex]
 
 
 def test_check_mode_changes_nothing(plan: Plan, access: SiteAccess, first_runs: Any, tmp_path: Path) -> None:
     conf = "/etc/modprobe.d/gpudc-blacklist-nouveau.conf"
-    nscq = f"libnvidia-nscq-{plan.node(HGX).expected.driver_branch}"
+    nscq = next(p for p in plan.node(HGX).expected.packages_by_role["fabric_manager"] if p.startswith("libnvidia-nscq"))
     sh(HGX, f"cp {conf} /root/nouveau.saved && rm {conf} && apt-mark unhold {nscq}")
     try:
         result = provision(plan, access, tmp_path / "check", check=True, limit=HGX)
@@ -277,7 +281,7 @@ def test_upgrade_moves_a_pool_one_node_per_domain_at_a_time(
             assert version(node, package) == want, f"{node}: {package}"
         assert installed_like(node, rf".*-{old.driver_branch}") == [], f"{node}: R{old.driver_branch} left behind"
         assert sh(node, "systemctl is-active nvidia-fabricmanager").strip() == "active"
-        assert f"nvidia-fabricmanager-{new.driver_branch}" in sh(node, "apt-mark showhold").split()
+        assert set(new.packages_by_role["fabric_manager"]) <= set(sh(node, "apt-mark showhold").split())
         assert "NVIDIA kernel module" in sh(node, "cat /run/reboot-required")
     # The two trays of one NVLink domain never ran their driver waves at the same time.
     first_end = _wave_span(result, TRAY)[1]
@@ -292,7 +296,7 @@ def test_reprovision_brings_a_reimaged_node_back(plan: Plan, access: SiteAccess,
     assert guard.exit_code == 1 and any("works on one node" in f["msg"] for f in guard.failures), guard.failures
     api.reimage(TRAY2)
     wait_ssh(TRAY2)
-    assert installed_like(TRAY2, r"nvidia-imex-\d+") == [], "the reimage should have wiped the node"
+    assert installed_like(TRAY2, r"nvidia-imex(-\d+)?") == [], "the reimage should have wiped the node"
     result = provision(plan, access, tmp_path / "reprovision", playbook="reprovision.yml", limit=TRAY2)
     converged(result, {TRAY2})
     exp = plan.node(TRAY2).expected
