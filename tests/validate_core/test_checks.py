@@ -187,7 +187,7 @@ HGX_CASES: list[tuple[str, Callable[[dict], None], str, str, str, int | None]] =
         ),
         "dcgm:memory",
         "fail",
-        "drain",
+        "reset_gpu",
         6,
     ),
     (
@@ -198,7 +198,7 @@ HGX_CASES: list[tuple[str, Callable[[dict], None], str, str, str, int | None]] =
         "none",
         None,
     ),
-    ("busbw low", _set(nccl={"gpus": 8, "rc": 0, "busbw_gbps": 310.5}), "nccl_busbw", "fail", "drain", None),
+    ("busbw low", _set(nccl={"gpus": 8, "rc": 0, "busbw_gbps": 310.5}), "perf:nccl_busbw", "fail", "reset_gpu", None),
 ]
 
 
@@ -299,11 +299,22 @@ def test_container_view_of_pci_and_modules_is_info(policy, h200) -> None:
     assert v.verdict == "pass" and {f.severity for f in v.findings} == {"info"}
 
 
-def test_missing_tools_are_info(policy, h200) -> None:
+def test_missing_tools_are_info_below_full(policy, h200) -> None:
     facts = healthy_facts()
-    facts.update(level="full", tools_missing=["dcgmi", "all_reduce_perf"])
+    facts.update(level="standard", tools_missing=["dcgmi", "all_reduce_perf"])
     v = evaluate("h", facts, h200, policy)
     assert v.verdict == "pass" and len(v.findings) == 2 and all(f.severity == "info" for f in v.findings)
+
+
+def test_missing_tools_at_full_are_not_measured_fails(policy, h200) -> None:
+    """Issue 15: at full a missing measuring tool fails as 'not measured', never a pass."""
+    facts = healthy_facts()
+    facts.update(level="full", tools_missing=["dcgmi", "all_reduce_perf", "nvbandwidth"])
+    v = evaluate("h", facts, h200, policy)
+    fails = {f.check: f.message for f in v.findings if f.severity == "fail"}
+    assert v.verdict == "fail" and v.action == "drain"
+    assert set(fails) == {"dcgm_diag", "perf:nccl_busbw", "perf:nvbandwidth"}
+    assert all(m.startswith("not measured: ") and "not installed" in m for m in fails.values())
 
 
 def test_strongest_action_wins_and_escalation_only_for_reboots(policy, h200) -> None:

@@ -193,6 +193,12 @@ def build_artefacts(progress: Progress = _quiet) -> dict[str, bool]:
     if (SHIM_DIR / "lspci").exists():
         shutil.copy2(SHIM_DIR / "lspci", out / "lspci")
         have["lspci"] = True
+    # the stand-in measuring tools (dcgmi, all_reduce_perf, nvbandwidth, ib_write_bw, mpirun, ...)
+    shims = out / "shims"
+    shims.mkdir(exist_ok=True)
+    for tool in sorted(SHIM_DIR.iterdir()):
+        if tool.is_file() and tool.name != "lspci" and not tool.name.startswith((".", "_")):
+            shutil.copy2(tool, shims / tool.name)
     return have
 
 

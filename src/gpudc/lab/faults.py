@@ -38,6 +38,10 @@ GPU_FAULT_HELP: dict[str, str] = {
     "xid": "an NVRM Xid line in the kernel log: ARG NNN or NNN:GPU",
     "hung-nvml": "NVML calls hang [ARG: function patterns or all]",
     "crash-nvml": "NVML calls fault with SIGSEGV [ARG: function patterns or all]",
+    "slow-nvlink": "a GPU's NVLink at half bandwidth: NVML healthy, NCCL/nvbandwidth D2D low [ARG: GPU index]",
+    "slow-nic": "a compute NIC at half rate: ib_write_bw on that rail low [ARG: rail]",
+    "pcie-downtrained": "a GPU's PCIe link retrains to x8 under load: nvbandwidth H2D/D2H low [ARG: GPU index]",
+    "hbm-errors-under-load": "HBM errors only under load: DCGM memory tests fail [ARG: GPU index]",
 }
 
 

@@ -44,7 +44,14 @@ GPU_FAULTS: tuple[str, ...] = (
     "xid",
     "hung-nvml",
     "crash-nvml",
+    "slow-nvlink",
+    "slow-nic",
+    "pcie-downtrained",
+    "hbm-errors-under-load",
 )
+#: Faults that only a measurement sees: NVML reads healthy, the stand-in tools measure less.
+PERF_FAULTS = ("slow-nvlink", "slow-nic", "pcie-downtrained", "hbm-errors-under-load")
+PERF_DATA_FILE = Path(__file__).parent / "perf_sim.yaml"
 #: Alias kept for callers that expect the name FAULTS.
 FAULTS = GPU_FAULTS
 
@@ -358,6 +365,46 @@ def _lspci_link(pcie: dict[str, Any] | None) -> dict[str, int] | None:
     }
 
 
+@cache
+def _perf_data() -> dict[str, Any]:
+    loaded = yaml.safe_load(PERF_DATA_FILE.read_text())
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{PERF_DATA_FILE}: not a mapping")
+    return loaded
+
+
+def _compute_nics(node: Node) -> list[dict[str, Any]]:
+    """The node's compute NICs: the plan's, else the SKU's count (mlx5_0..N-1)."""
+    planned = sorted((n for n in node.nics if n.network == "compute" and n.rail is not None), key=lambda n: n.rail or 0)
+    if planned:
+        return [{"name": n.name, "rail": int(n.rail or 0), "factor": 1.0} for n in planned]
+    count = 0
+    try:
+        from gpudc.catalog import current_catalog
+
+        entry = current_catalog().skus.get(node.sku)
+        count = int(entry.fact("compute_nics")) if entry is not None else 0
+    except Exception:  # a broken catalog must not stop the lab from describing GPUs
+        count = 0
+    return [{"name": f"mlx5_{i}", "rail": i, "factor": 1.0} for i in range(count)]
+
+
+def healthy_perf(node: Node) -> dict[str, Any] | None:
+    """What the stand-in tools measure on a healthy ``node`` (None: no figures for its SKU)."""
+    skus = _perf_data()["skus"]
+    if node.sku not in skus:
+        return None
+    figures = {key: float(fact["value"]) for key, fact in skus[node.sku].items()}
+    gpus = node.expected.gpu_count
+    return {
+        **figures,
+        "nvlink_factor": [1.0] * gpus,
+        "pcie_factor": [1.0] * gpus,
+        "hbm_errors_under_load": [],
+        "nics": _compute_nics(node),
+    }
+
+
 def healthy_state(node: Node) -> dict[str, Any]:
     """The JSON state of ``node``'s GPUs when everything is healthy (deterministic)."""
     exp = node.expected
@@ -382,6 +429,7 @@ def healthy_state(node: Node) -> dict[str, Any]:
         "gpus": gpus,
         "lspci": _lspci(node, sim, gpus),
         "faults": [],
+        "perf": healthy_perf(node),
     }
 
 
@@ -579,6 +627,10 @@ def apply_fault(
         raise ValueError(f"fault {fault}: the state has no GPUs")
     log = _Log(new, when or datetime.now(UTC))
     label = fault if arg is None else f"{fault} {arg}"
+    if fault in PERF_FAULTS:
+        _perf_fault(new, fault, arg)
+        new.setdefault("faults", []).append(label)
+        return new, log.lines
 
     if fault == "gpu-lost":
         gpu = gpus[_gpu_arg(new, fault, arg)]
@@ -695,6 +747,30 @@ def apply_fault(
         new["crash"] = {"calls": _nvml_call_patterns(arg)}
     new.setdefault("faults", []).append(label)
     return new, log.lines
+
+
+def _perf_fault(state: dict[str, Any], fault: str, arg: str | None) -> None:
+    """A fault only a measurement sees: NVML stays healthy, the figures drop (perf_sim.yaml)."""
+    perf = state.get("perf")
+    if not perf:
+        raise ValueError(f"fault {fault}: this node's state has no simulated measurements (perf)")
+    left = float(_perf_data()["faults"].get(fault, {"value": 1.0})["value"])
+    if fault == "slow-nic":
+        nics = perf["nics"]
+        if not nics:
+            raise ValueError("fault slow-nic: the node has no compute NICs")
+        rail = 0 if arg in (None, "") else int(arg) if str(arg).isdigit() else -1
+        if not 0 <= rail < len(nics):
+            raise ValueError(f"fault slow-nic: rail {arg!r} out of range (0..{len(nics) - 1})")
+        nics[rail]["factor"] = left
+        return
+    gpu = _gpu_arg(state, fault, arg)
+    if fault == "slow-nvlink":
+        perf["nvlink_factor"][gpu] = left
+    elif fault == "pcie-downtrained":
+        perf["pcie_factor"][gpu] = left
+    elif gpu not in perf["hbm_errors_under_load"]:
+        perf["hbm_errors_under_load"].append(gpu)
 
 
 def _nvml_call_patterns(arg: str | None) -> list[str]:

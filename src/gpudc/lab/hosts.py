@@ -171,6 +171,14 @@ def append_kernel_log(rec: dict[str, Any], lines: list[str]) -> None:
             fh.write(line.rstrip("\n") + "\n")
 
 
+def install_shims(rec: dict[str, Any]) -> None:
+    """The stand-in measuring tools (lab/shims, built into the artefacts) into /usr/local/bin."""
+    shims = artefact_dir() / "shims"
+    if shims.is_dir():
+        for tool in sorted(shims.iterdir()):
+            _copy(tool, root_dir(rec["name"]), f"usr/local/bin/{tool.name}", 0o755)
+
+
 def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any]) -> None:
     """Write what makes a fresh overlay this host: identity, network names, apt, simulated GPU."""
     root = root_dir(rec["name"])
@@ -200,6 +208,7 @@ def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any]) -> 
         _copy(art / "pynvml.py", root, f"{PY_DIST}/pynvml.py")
     if (art / "lspci").exists():
         _copy(art / "lspci", root, "usr/local/bin/lspci", 0o755)
+    install_shims(rec)
     if gpu:
         write_gpu_state(rec, gpu)
     _write(root, "var/log/kern.log", "", 0o640)

@@ -203,7 +203,24 @@ class Dcgm(TypedDict):
 class Nccl(TypedDict):
     gpus: int
     rc: NotRequired[int]
-    busbw_gbps: NotRequired[float | None]
+    busbw_gbps: NotRequired[float | None]  # out-of-place busbw at the largest size measured
+    error: NotRequired[str]
+    size_bytes: NotRequired[int]
+    algbw_gbps: NotRequired[float]
+    wrong: NotRequired[int]  # nccl-tests' #wrong column, summed: data corruption when > 0
+
+
+@with_config(_CONFIG)
+class NvbwTest(TypedDict):
+    sum: float | None
+    cells: list[list[float]]  # [row, column, GB/s] as nvbandwidth's matrix has them (N/A left out)
+    min: float | None
+
+
+@with_config(_CONFIG)
+class Nvbandwidth(TypedDict):
+    rc: int | None
+    tests: dict[str, NvbwTest]
     error: NotRequired[str]
 
 
@@ -239,6 +256,7 @@ class ProbeFacts(TypedDict):
     ib_ports: NotRequired[list[IbPort]]
     dcgm: NotRequired[Dcgm | None]
     nccl: NotRequired[Nccl | None]
+    nvbandwidth: NotRequired[Nvbandwidth | None]
 
 
 #: what a reader of captured nvidia-smi output (-q -x, -q text) gives

@@ -26,8 +26,8 @@ MARKER = probe_script.MARKER
 LEVELS = ("quick", "standard", "full")
 
 #: Wall-clock budget a caller should allow the remote command per level (seconds), beyond the
-#: NVML call deadlines: dcgmi diag -r 2 takes ~2 min, -r 3 ~15 min (validation.md), plus NCCL.
-LEVEL_BUDGET_S = {"quick": 60.0, "standard": 600.0 + 60.0, "full": 2400.0 + 600.0 + 60.0}
+#: NVML call deadlines: dcgmi diag -r 2 takes ~2 min, -r 3 ~15 min (validation.md), plus NCCL and nvbandwidth.
+LEVEL_BUDGET_S = {"quick": 60.0, "standard": 600.0 + 60.0, "full": 2400.0 + 600.0 + 600.0 + 60.0}
 
 
 class ProbeOutputError(Exception):

@@ -25,6 +25,7 @@ from typing_extensions import Unpack
 from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
 from gpudc.validate import checks
+from gpudc.validate.crossnode import CrossNode
 from gpudc.validate.fanout import FanOut, HostResult, SshOptions, Target
 from gpudc.validate.history import History, count_flips, default_history_path
 from gpudc.validate.policy import Policy, load_policy
@@ -146,6 +147,8 @@ def validate(
     command_timeout: float | None = None,
     progress: bool = True,
     console: Console | None = None,
+    cross_node: bool = True,
+    cross_node_timeout: float = 120.0,
 ) -> ValidateRun:
     """Probe the selected nodes, judge them, record the run; see `run_validate`."""
     if level not in LEVELS:
@@ -165,6 +168,11 @@ def validate(
     try:
         with FanOut(ssh) as fan, _progress(len(targets), progress, console) as on_result:
             results = fan.run(targets, lambda t: commands[t.name], probe_source().encode(), on_result)
+        extra: dict[str, list[Finding]] = {}
+        if level == "full" and cross_node:
+            # pair and set measurements among the nodes that answered the probe
+            probed = [by_name[r.name] for r in results if r.status == "ok"]
+            extra = CrossNode(ssh, policy, addresses, cross_node_timeout).run(probed)
         run_id = history.start_run(plan.site.stack, plan.site.name, level, len(nodes)) if history else None
         verdicts: list[Verdict] = []
         all_facts: dict[str, dict[str, Any]] = {}
@@ -182,6 +190,8 @@ def validate(
                 boot_time = float(boot) if isinstance(boot, int | float) else None
                 view = history.view(node.name, boot_time, before_run=run_id) if history else None
                 verdict = checks.evaluate(node.name, facts, node.expected, policy, view)
+                if extra.get(node.name):
+                    verdict = Verdict.from_findings(node.name, [*verdict.findings, *extra[node.name]])
                 xid_ids = checks.reported_xid_ids(facts, policy)
             assert verdict is not None
             if history is not None and run_id is not None:
@@ -233,6 +243,8 @@ class ValidateOptions(TypedDict, total=False):
     command_timeout: float | None
     progress: bool
     console: Console | None
+    cross_node: bool
+    cross_node_timeout: float
 
 
 def run_validate(plan: Plan, *, ssh: SshOptions, **options: Unpack[ValidateOptions]) -> list[Verdict]:
@@ -246,6 +258,9 @@ def run_validate(plan: Plan, *, ssh: SshOptions, **options: Unpack[ValidateOptio
     - policy_overrides: the site's overrides of catalog/validation (load_policy).
     - addresses: node name -> address to dial instead of the plan's in-band address.
     - progress: a rich progress bar on stderr (or on `console`).
+    - cross_node: at level full, also GPUDirect ib_write_bw between node pairs per rail and NCCL
+      all_reduce across each NVLink domain / SU / pool (gpudc.validate.crossnode), each remote
+      command bounded by cross_node_timeout.
     Raises InputError for a bad limit, level, key or known_hosts file; never for a bad node.
     """
     return validate(plan, ssh=ssh, **options).verdicts

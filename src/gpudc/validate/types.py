@@ -31,9 +31,17 @@ class Finding:
     action: Action = "none"
     gpu: int | None = None
     evidence: str = ""
+    # a measured figure (level full, burn-in) and the floor it was judged against
+    value: float | None = None
+    floor: float | None = None
+    unit: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.value is None and self.floor is None:  # findings without a figure keep their shape
+            for key in ("value", "floor", "unit"):
+                out.pop(key)
+        return out
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from gpudc.validate.checks import (
     memory,
     nvlink,
     pcie,
+    perf,
     probe_health,
     recovery,
     schema,
@@ -58,6 +59,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], list[Finding]]], ...] = (
     ("software", software.check),
     ("ib", ib.check),
     ("diag", diag.check),
+    ("perf", perf.check),
 )
 
 
@@ -101,14 +103,14 @@ def evaluate(
     for name, fn in CHECKS:
         try:
             findings += fn(ctx)
-        except Exception as exc:  # malformed facts from a node must not crash the run
+        except Exception as exc:  # a bug in a check must not hide a failure: it fails, named
             findings.append(
                 ctx.finding(
                     name,
-                    "check_error",
-                    f"check {name} could not read the facts: {type(exc).__name__}",
+                    "check_crashed",
+                    f"check {name} crashed: {type(exc).__name__}: {exc}",
                     None,
-                    str(exc),
+                    f"{type(exc).__name__}: {exc}",
                 )
             )
     findings = _escalate(findings, ctx)

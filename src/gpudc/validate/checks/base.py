@@ -32,6 +32,13 @@ def short(text: Any, limit: int = EVIDENCE_MAX) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def _with_figure(f: Finding, figure: tuple[float, float | None, str] | None) -> Finding:
+    """(value, floor, unit) of a measured figure onto its finding (reports plot them)."""
+    if figure is not None:
+        f.value, f.floor, f.unit = figure
+    return f
+
+
 @dataclass(slots=True)
 class Context:
     node: str
@@ -41,13 +48,28 @@ class Context:
     history: HistoryView | None
 
     def finding(
-        self, check: str, rule: str, message: str, gpu: int | None = None, evidence: Any = ""
+        self,
+        check: str,
+        rule: str,
+        message: str,
+        gpu: int | None = None,
+        evidence: Any = "",
+        figure: tuple[float, float | None, str] | None = None,
     ) -> Finding:
         r = self.policy.rule(rule)
-        return Finding(check, r.severity, message, r.action, gpu, short(evidence) if evidence != "" else "")
+        f = Finding(check, r.severity, message, r.action, gpu, short(evidence) if evidence != "" else "")
+        return _with_figure(f, figure)
 
-    def info(self, check: str, message: str, gpu: int | None = None, evidence: Any = "") -> Finding:
-        return Finding(check, "info", message, "none", gpu, short(evidence) if evidence != "" else "")
+    def info(
+        self,
+        check: str,
+        message: str,
+        gpu: int | None = None,
+        evidence: Any = "",
+        figure: tuple[float, float | None, str] | None = None,
+    ) -> Finding:
+        f = Finding(check, "info", message, "none", gpu, short(evidence) if evidence != "" else "")
+        return _with_figure(f, figure)
 
     def gpus(self) -> Iterator[GpuFacts]:
         """GPUs whose facts can be judged (not lost, not hung)."""

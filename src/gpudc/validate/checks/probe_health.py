@@ -7,6 +7,8 @@ from gpudc.validate.types import Finding
 
 #: tools whose absence matters only when the expectation asks for what they check
 _TOOL_NEEDS = {"nvidia-imex-ctl": "imex", "dcgmi": None, "all_reduce_perf": None}
+#: tools whose figures `full` must have: their absence is judged there (perf, diag: not measured)
+_MEASURING = {"dcgmi", "all_reduce_perf", "nvbandwidth"}
 
 
 def check(ctx: Context) -> list[Finding]:
@@ -57,6 +59,8 @@ def check(ctx: Context) -> list[Finding]:
         if need == "imex" and not (ctx.expected and ctx.expected.imex):
             continue
         if tool == "dcgmi" and level == "quick":
+            continue
+        if tool in _MEASURING and level == "full":
             continue
         what = {
             "dcgmi": f"dcgmi not installed: DCGM diag skipped at level {level}",
