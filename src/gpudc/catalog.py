@@ -143,7 +143,7 @@ class SwitchModel(_Strict):
     ports: Fact
     rate_gbps: Fact
     rack_units: Fact
-    # Planning power in watts: the datasheet's max where published, else its typical figure.
+    # Typical power in watts (datasheet, passive cables), the figure the plan counts per switch.
     # Optional so older overlays load; the plan refuses to place a model without it.
     power_w: Fact | None = None
     source: str | None = None  # required in a project overlay

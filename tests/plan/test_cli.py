@@ -17,7 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_plan_prints_the_table() -> None:
     result = run("plan", "--stack", "osaka-sakai")
     assert result.returncode == 0, result.stderr
-    for text in ("osaka-sakai", "liquid", "1,920.0", "address pools", "compute", "spines", "1152"):
+    for text in ("osaka-sakai", "liquid", "2,040.1", "address pools", "compute", "spines", "1152"):
         assert text in result.stdout
 
 
@@ -53,7 +53,8 @@ def test_power_problem_is_reported_with_path(tmp_path: Path) -> None:
     result = run("plan", "--stack", str(stack))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"gpudc: {stack}: halls[0].power_kw: the plan draws 244.8 kW in hall 'room-a', above its limit of 200 kW"
+        # 24 nodes and the switches in room-a (TORs, compute leaves and spines, in-band leaf)
+        f"gpudc: {stack}: halls[0].power_kw: the plan draws 259.018 kW in hall 'room-a', above its limit of 200 kW"
     )
 
 

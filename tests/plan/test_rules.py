@@ -117,7 +117,8 @@ def test_rack_sku_needs_racks(site_data: dict[str, Any]) -> None:
 def test_rack_over_rack_power_envelope(site_data: dict[str, Any]) -> None:
     site_data["halls"][1]["rack_power_kw"] = 100
     assert problems_of(site_data) == [
-        f"{SRC}: pools[1]: a dgx_gb200_nvl72 rack draws 120 kW, above the 100 kW per-rack limit of hall 'h2' "
+        f"{SRC}: pools[1]: a dgx_gb200_nvl72 rack draws 120.15 kW with its management TOR, above the 100 kW "
+        f"per-rack limit of hall 'h2' "
         "(rack h2-a01)"
     ]
 
@@ -132,7 +133,8 @@ def test_node_over_rack_power_envelope(site_data: dict[str, Any]) -> None:
 def test_hall_power_envelope(site_data: dict[str, Any]) -> None:
     site_data["halls"][1]["power_kw"] = 200
     assert problems_of(site_data) == [
-        f"{SRC}: halls[1].power_kw: the plan draws 240 kW in hall 'h2', above its limit of 200 kW"
+        # two 120 kW racks + their SN2201 TORs + the SU's leaves and the frontend leaf in h2's network rack
+        f"{SRC}: halls[1].power_kw: the plan draws 246.742 kW in hall 'h2', above its limit of 200 kW"
     ]
 
 
@@ -142,7 +144,8 @@ def test_nodes_per_rack_limited_by_power(site_data: dict[str, Any]) -> None:
     hgx = [n for n in plan.nodes if n.pool == "hgx"]
     per_rack = {n.rack for n in hgx}
     assert len(per_rack) == 4  # 22 kW racks hold two 10.2 kW nodes each
-    assert all(len(racks[r].nodes) == 2 and racks[r].power_kw == 20.4 for r in per_rack)
+    # two 10.2 kW nodes and the rack's 0.15 kW management TOR
+    assert all(len(racks[r].nodes) == 2 and racks[r].power_kw == 20.55 for r in per_rack)
 
 
 def test_pool_does_not_fit_the_hall(site_data: dict[str, Any]) -> None:

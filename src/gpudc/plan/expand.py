@@ -30,6 +30,7 @@ from gpudc.plan.types import (
     Device,
     Expectation,
     Fabric,
+    Fixture,
     Hall,
     Nic,
     Node,
@@ -66,6 +67,28 @@ class _Build:
     cables: list[Cable] = field(default_factory=list)
     fabrics: list[Fabric] = field(default_factory=list)
     domains: list[NvlinkDomain] = field(default_factory=list)
+    tor_u: dict[str, int] = field(default_factory=dict)  # rack -> U of its management TOR (NVL72 layout)
+
+
+def _switch_kw(catalog: Catalog, model: str) -> float:
+    """Planning power of one switch of a model, kW (0 where the catalog has none: reported by _power)."""
+    power = catalog.switches[model].power_w
+    return float(power.value) / 1000 if power is not None else 0.0
+
+
+def _rack_layout(sku: Sku) -> dict[str, list[int]]:
+    """U of every compute tray, NVLink switch tray, power shelf and management TOR of a rack SKU.
+
+    From the SKU's rack_layout fact; without one, trays stack contiguously from tray_u_start with
+    the switch trays after the lower half of the compute trays (10 above, 8 below on an NVL72).
+    """
+    if "rack_layout" in sku.facts:
+        return {k: [int(u) for u in v] for k, v in sku.fact("rack_layout").items()}
+    start, n_compute, n_switch = (int(sku.fact(k)) for k in ("tray_u_start", "compute_trays", "switch_trays"))
+    lower = n_compute - (n_compute // 2 + 1)
+    compute = [start + k if k < lower else start + n_switch + k for k in range(n_compute)]
+    return {"compute": compute, "nvlink_switch_tray": [start + lower + j for j in range(n_switch)],
+            "power_shelf": [], "mgmt_tor": []}
 
 
 def _os_problem(os_catalog: OsCatalog, os_name: str, where: str) -> str | None:
@@ -288,7 +311,9 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
             trays = pool.trays_per_rack or int(sku.fact("compute_trays"))
             full_kw = float(sku.fact("rack_power_kw"))
             rack_kw = full_kw * trays / int(sku.fact("compute_trays"))
-            need_u = int(sku.fact("tray_u_start")) + int(sku.fact("compute_trays")) + int(sku.fact("switch_trays"))
+            layout = _rack_layout(sku)
+            need_u = max(u for us in layout.values() for u in us)
+            tor_kw = _switch_kw(catalog, site.fabrics.oob.switch)  # the rack's management TOR draws too
             if pool.racks > len(free):
                 b.problems.append(
                     f"pools[{i}].racks: needs {pool.racks} racks; hall {hall.name!r} has {len(free)} free"
@@ -296,9 +321,10 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                 continue
             ok = True
             for slot_ in free[: pool.racks]:
-                if rack_kw > slot_.limit_kw + _EPS:
+                if rack_kw + tor_kw > slot_.limit_kw + _EPS:
                     b.problems.append(
-                        f"pools[{i}]: a {sku.name} rack draws {rack_kw:g} kW, above the {slot_.limit_kw:g} kW "
+                        f"pools[{i}]: a {sku.name} rack draws {rack_kw + tor_kw:g} kW with its management TOR, "
+                        f"above the {slot_.limit_kw:g} kW "
                         f"per-rack limit of hall {hall.name!r} (rack {slot_.rack.name})"
                     )
                     ok = False
@@ -312,9 +338,8 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
             if not ok:
                 continue
             index = 0
-            start = int(sku.fact("tray_u_start"))
-            n_switch = int(sku.fact("switch_trays"))
-            upper = int(sku.fact("compute_trays")) // 2 + 1  # trays above the switch trays, NVL72 style
+            shelf_model = str(sku.fact("power_shelf_model")) if "power_shelf_model" in sku.facts else "power shelf"
+            shelf_u = int(sku.fact("power_shelf_rack_units")) if "power_shelf_rack_units" in sku.facts else 1
             for slot_ in free[: pool.racks]:
                 slot_.free = False
                 rack = slot_.rack
@@ -326,25 +351,30 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
                     name = _node_name(b, i, pool, hall, rack, index, k + 1)
                     if name is None:
                         return
-                    u = start + k if k < upper else start + n_switch + k
+                    u = layout["compute"][k]
                     node = _new_node(b, name, pool, sku, os_name, hall.name, rack, u, index, domain, node_kw, template, boot)
                     members.append(node)
                 switch_trays = []
-                for j in range(n_switch):
+                for j, tray_u in enumerate(layout["nvlink_switch_tray"]):
                     dev = Device(
                         f"{rack.name}-nvsw{j + 1}", "nvlink_switch_tray", str(sku.fact("switch_tray_model")),
-                        hall.name, rack.name, start + upper + j, int(sku.fact("switch_tray_rack_units")), "", None,
+                        hall.name, rack.name, tray_u, int(sku.fact("switch_tray_rack_units")), "", None,
                     )
                     b.devices.append(dev)
                     rack.devices.append(dev.name)
                     switch_trays.append(dev.name)
+                rack.fixtures = [Fixture(f"{rack.name}-ps{j + 1}", "power_shelf", shelf_model, shelf, shelf_u)
+                                 for j, shelf in enumerate(layout["power_shelf"])]
+                if layout["mgmt_tor"]:
+                    b.tor_u[rack.name] = layout["mgmt_tor"][0]
                 b.domains.append(NvlinkDomain(domain, rack.name, [n.name for n in members], switch_trays, []))
         else:
             assert pool.count is not None
-            fits = [_rack_capacity(s, hall.reserved_u, node_kw, node_u, pool.nodes_per_rack) for s in free]
+            tor_kw = _switch_kw(catalog, site.fabrics.oob.switch)  # every populated rack gets a management TOR
+            fits = [_rack_capacity(s, hall.reserved_u, node_kw, node_u, pool.nodes_per_rack, tor_kw) for s in free]
             caps = [cap for cap, _ in fits]
             if max(caps, default=0) == 0:
-                if free and node_kw > max(s.limit_kw for s in free):
+                if free and node_kw + tor_kw > max(s.limit_kw for s in free) + _EPS:
                     why = f"one {sku.name} draws {node_kw:g} kW, above the {hall.rack_power_kw:g} kW per-rack limit"
                 else:
                     why = f"no free rack with room for a {node_u}U {sku.name}" if free else "no free racks"
@@ -376,11 +406,14 @@ def _place_pools(b: _Build, slots: dict[str, list[_RackSlot]]) -> None:
 
 
 def _rack_capacity(
-    slot: _RackSlot, reserved_u: int, node_kw: float, node_u: int, cap: int | None
+    slot: _RackSlot, reserved_u: int, node_kw: float, node_u: int, cap: int | None, tor_kw: float = 0.0
 ) -> tuple[int, str]:
-    """How many nodes of a SKU one rack takes, and what limits it (nodes_per_rack, power, space)."""
+    """How many nodes of a SKU one rack takes, and what limits it (nodes_per_rack, power, space).
+
+    The management TOR's power comes off the rack's limit first; its U is in reserved_u.
+    """
     limits = [
-        (int(slot.limit_kw / node_kw + _EPS), "power"),
+        (int(max(slot.limit_kw - tor_kw, 0.0) / node_kw + _EPS), "power"),
         ((slot.units - reserved_u) // node_u, "space"),
     ]
     if cap:
@@ -637,6 +670,74 @@ def _oob(b: _Build) -> None:
                 b.cables.append(Cable("oob", dev.name, mgmt, switch.name, str(port), "rj45-1g", "in-rack"))
 
 
+def _power(b: _Build) -> list[Hall]:
+    """Switch power where each switch sits, then the rack and hall limits.
+
+    Management TORs sit in their rack (at the NVL72 layout's TOR U, else the rack's top U, inside
+    reserved_u). Fabric switches go into the hall's empty racks, as the RA's network racks, filled
+    in plan order up to each rack's U and kW; a switch no rack can take counts in its hall only.
+    """
+    site, catalog = b.site, b.catalog
+    used = [(f"fabrics.{f}.{role}", getattr(getattr(site.fabrics, f), role))
+            for f in ("compute", "frontend", "storage", "inband") if getattr(site.fabrics, f) is not None
+            for role in ("leaf", "spine")] + [("fabrics.oob.switch", site.fabrics.oob.switch)]
+    placed = {sw.model for sw in b.switches}
+    for path, name in used:
+        if name in placed and catalog.switches[name].power_w is None:
+            b.problems.append(f"{path}: switch model {name!r} has no power_w in the catalog; its power cannot be counted")
+    racks = {r.name: r for r in b.racks}
+    occupied = {r.name for r in b.racks if r.nodes or r.devices}
+    network = {h.name: [r for r in b.racks if r.hall == h.name and r.name not in occupied] for h in site.halls}
+    next_u = {r.name: 1 for r in b.racks}
+    base_kw = {r.name: r.power_kw for r in b.racks}
+    loose: dict[str, float] = {}
+    for sw in b.switches:
+        sw.power_kw = _switch_kw(catalog, sw.model)
+        sw.height_u = int(catalog.switches[sw.model].rack_units.value)
+        if sw.rack is not None:
+            rack = racks[sw.rack]
+            sw.u = b.tor_u.get(rack.name, rack.height_u - sw.height_u + 1)
+        else:
+            for rack in network.get(sw.hall, []):
+                fits_u = next_u[rack.name] + sw.height_u - 1 <= rack.height_u
+                if fits_u and rack.power_kw + sw.power_kw <= rack.power_limit_kw + _EPS:
+                    sw.rack, sw.u = rack.name, next_u[rack.name]
+                    next_u[rack.name] += sw.height_u
+                    break
+            else:
+                loose[sw.hall] = loose.get(sw.hall, 0.0) + sw.power_kw
+                continue
+        rack = racks[sw.rack]
+        rack.switches.append(sw.name)
+        rack.switch_power_kw += sw.power_kw
+        rack.power_kw = base_kw[rack.name] + rack.switch_power_kw
+    halls = []
+    for h, spec in enumerate(site.halls):
+        hall_racks = [r for r in b.racks if r.hall == spec.name]
+        for rack in hall_racks:
+            rack.power_kw = round(rack.power_kw, 3)
+            rack.switch_power_kw = round(rack.switch_power_kw, 3)
+            if rack.power_kw > rack.power_limit_kw + _EPS:
+                b.problems.append(
+                    f"halls[{h}].rack_power_kw: rack {rack.name} draws {rack.power_kw:g} kW with its switches, "
+                    f"above its limit of {rack.power_limit_kw:g} kW"
+                )
+        switch_kw = round(sum(r.switch_power_kw for r in hall_racks) + loose.get(spec.name, 0.0), 3)
+        power = round(sum(r.power_kw for r in hall_racks) + loose.get(spec.name, 0.0), 3)
+        if power > spec.power_kw + _EPS:
+            b.problems.append(
+                f"halls[{h}].power_kw: the plan draws {power:g} kW in hall {spec.name!r}, above its limit of {spec.power_kw:g} kW"
+            )
+        halls.append(Hall(spec.name, spec.power_kw, power, spec.cooling, [r.name for r in hall_racks], switch_kw))
+    return halls
+
+
+#: Networks carried as EVPN segments over the Ethernet fabric of the same name (compute: when RoCE).
+_SEGMENT_NETWORKS = ("inband", "frontend", "storage", "compute")
+#: The network nodes PXE-boot on: its leaves relay DHCP to the boot servers.
+BOOT_NETWORK = "inband"
+
+
 def _storage_nics_per_node(b: _Build) -> int:
     """Storage ports cabled per node: the storage fabric is built for the widest SKU of the site."""
     return max(int(b.catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
@@ -692,16 +793,6 @@ def expand(
     if b.problems:
         raise InputError(b.problems, source=source)
 
-    halls = []
-    for h, spec in enumerate(site.halls):
-        hall_racks = [r for r in b.racks if r.hall == spec.name]
-        power = round(sum(r.power_kw for r in hall_racks), 3)
-        if power > spec.power_kw + _EPS:
-            b.problems.append(
-                f"halls[{h}].power_kw: the plan draws {power:g} kW in hall {spec.name!r}, above its limit of {spec.power_kw:g} kW"
-            )
-        halls.append(Hall(spec.name, spec.power_kw, power, spec.cooling, [r.name for r in hall_racks]))
-
     allocators = _addresses(b)
     if b.problems:
         raise InputError(b.problems, source=source)
@@ -728,6 +819,7 @@ def expand(
     if site.fabrics.inband is not None:
         _ethernet_fabric(b, "inband", 1, None)
     _oob(b)
+    halls = _power(b) if not b.problems else []
     if b.problems:
         raise InputError(b.problems, source=source)
 

@@ -136,6 +136,9 @@ class Switch:
     rack: str | None
     address: str  # management address on the OOB network
     used_ports: int = 0
+    u: int | None = None  # lowest rack unit, where the plan places it in a rack
+    height_u: int = 1
+    power_kw: float = 0.0  # planning power of the model (catalog power_w), counted in its rack or hall
 
 
 @dataclass(slots=True)
@@ -150,6 +153,17 @@ class Cable:
 
 
 @dataclass(slots=True)
+class Fixture:
+    """Rack equipment with no address of its own (an NVL72 power shelf): shown and given U, not managed."""
+
+    name: str
+    kind: str  # power_shelf
+    model: str
+    u: int
+    height_u: int
+
+
+@dataclass(slots=True)
 class Rack:
     name: str
     hall: str
@@ -157,19 +171,23 @@ class Rack:
     position: int
     height_u: int
     power_limit_kw: float
-    power_kw: float
+    power_kw: float  # everything in the rack: nodes (or the NVL72 rack figure) plus switches
     cooling: str
     nodes: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    switch_power_kw: float = 0.0  # the switches' share of power_kw
+    switches: list[str] = field(default_factory=list)  # switches placed in this rack
+    fixtures: list[Fixture] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class Hall:
     name: str
     power_limit_kw: float
-    power_kw: float
+    power_kw: float  # its racks plus switches the plan could not place in a rack
     cooling: str
     racks: list[str] = field(default_factory=list)
+    switch_power_kw: float = 0.0  # the switches' share of power_kw
 
 
 @dataclass(slots=True)
@@ -231,6 +249,17 @@ class Plan:
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    def su_power_kw(self, su: int) -> float:
+        """Power of one compute-fabric SU: the racks of its nodes (with their in-rack switches), its
+        leaves, and an even share of the switches no SU owns (spines, cores, Ethernet fabrics)."""
+        racks = {n.rack for n in self.nodes if n.su == su}
+        sus = {n.su for n in self.nodes if n.su is not None}
+        own = sum(r.power_kw for r in self.racks if r.name in racks)
+        in_racks = {s for r in self.racks if r.name in racks for s in r.switches}
+        leaves = sum(s.power_kw for s in self.switches if s.su == su and s.name not in in_racks)
+        shared = sum(s.power_kw for s in self.switches if s.su is None and s.fabric != "oob")
+        return round(own + leaves + shared / max(len(sus), 1), 3)
 
     @property
     def gpu_count(self) -> int:
