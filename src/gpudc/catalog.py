@@ -479,6 +479,8 @@ class CpuArch(_Strict):
     description: str
     uefi_client_arch: Fact  # DHCP option 93 value the firmware sends
     ipxe: Fact  # iPXE binary the DHCP server hands that firmware
+    # every option 93 value this CPU's firmware may send: name -> {client_arch, boot: tftp | http}
+    firmware: dict[str, Fact] = {}
     source: str | None = None  # required in a project overlay
 
 

@@ -32,9 +32,12 @@ def test_pxe_and_dhcp_follow_the_plan_boot_facts(tmp_path: Path) -> None:
     assert "\nautoinstall:\n" in (tmp_path / "pxe" / "nodes" / "h200-01" / "user-data").read_text()
     assert "autoinstall:" not in (tmp_path / "pxe" / "nodes" / "gb200-01" / "user-data").read_text()
     classes = {c["name"]: c for c in kea_json(tmp_path / "dhcp" / "kea-dhcp4.conf")["Dhcp4"]["client-classes"]}
-    assert classes["uefi-pxe-aarch64"]["boot-file-name"] == "snp.efi"
-    assert classes["uefi-pxe-aarch64"]["test"].endswith("option[93].hex == 0x000b")
-    assert classes["uefi-pxe-x86_64"]["boot-file-name"] == "ipxe.efi"
+    assert classes["uefi-arm64"]["boot-file-name"] == "snp.efi"
+    assert classes["uefi-arm64"]["test"].endswith("option[93].hex == 0x000b")
+    assert classes["uefi-x64"]["boot-file-name"] == "ipxe.efi"
+    # HTTP Boot firmware gets a URL to the same binary (and HTTPClient), from the boot server
+    assert classes["uefi-arm64-http"]["boot-file-name"] == f"http://{plan.boot_servers[0]}/gpudc/lab/ipxe/snp.efi"
+    assert {"name": "vendor-class-identifier", "data": "HTTPClient"} in classes["uefi-arm64-http"]["option-data"]
 
 
 def test_preseed_mirror_comes_from_the_plan(tmp_path: Path) -> None:
@@ -47,10 +50,11 @@ def test_preseed_mirror_comes_from_the_plan(tmp_path: Path) -> None:
     assert "d-i mirror/http/directory string /debian-local\n" in text
 
 
-def test_a_site_of_one_architecture_gets_one_uefi_class(big_tree: tuple[object, Path]) -> None:
-    _, tree = big_tree  # soroban-ayagawa: H200 only (x86_64)
-    classes = [c["name"] for c in kea_json(tree / "dhcp" / "kea-dhcp4.conf")["Dhcp4"]["client-classes"]]
-    assert classes == ["ipxe", "uefi-pxe-x86_64"]
+def test_a_site_of_one_architecture_gets_only_its_uefi_classes(big_tree: tuple[object, Path]) -> None:
+    _, tree = big_tree  # soroban-ayagawa: H200 only (x86_64): x64 UEFI PXE (7, 9) and HTTP Boot (16)
+    classes = kea_json(tree / "dhcp" / "kea-dhcp4.conf")["Dhcp4"]["client-classes"]
+    assert [c["name"] for c in classes] == ["ipxe", "uefi-x64", "uefi-x64-bc", "uefi-x64-http"]
+    assert [c["test"][-6:] for c in classes[1:]] == ["0x0007", "0x0009", "0x0010"]
 
 
 def test_renderers_hold_no_os_names() -> None:

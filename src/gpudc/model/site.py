@@ -122,7 +122,7 @@ class FabricsSpec(_Spec):
     oob: OobFabricSpec = OobFabricSpec()
 
 
-NETWORK_NAMES = ("oob", "inband", "frontend", "storage", "compute")
+NETWORK_NAMES = ("oob", "inband", "frontend", "storage", "compute", "loopback")
 
 
 class NetworkSpec(_Spec):
@@ -158,6 +158,16 @@ class NetworksSpec(_Spec):
     frontend: NetworkSpec | None = None
     storage: NetworkSpec | None = None
     compute: NetworkSpec | None = None
+    loopback: NetworkSpec | None = Field(
+        default=None,
+        description="Loopbacks (/32) of the Ethernet fabrics' leaves and spines: BGP router-id and VXLAN "
+        "tunnel source; needed by a site with a frontend, storage or inband fabric",
+    )
+    boot_servers: list[ipaddress.IPv4Address] = Field(
+        default_factory=list,
+        description="Addresses of the boot/DNS/HTTP servers (Kea, TFTP, HTTP, DNS) in the in-band network; "
+        "leaves relay DHCP to them. Default: one planned address at the top of the in-band reserve",
+    )
 
 
 class NamingSpec(_Spec):

@@ -8,6 +8,7 @@ import struct
 from collections.abc import Iterator
 
 from gpudc.model.site import NetworkSpec
+from gpudc.plan.types import Plan
 
 
 def capacity(spec: NetworkSpec) -> int:
@@ -52,3 +53,39 @@ def overlaps(networks: dict[str, NetworkSpec]) -> list[str]:
             if net_a.overlaps(net_b):
                 problems.append(f"{path_b}: {net_b} overlaps {path_a} ({net_a})")
     return problems
+
+
+def address_owners(plan: Plan, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Every planned address with what holds it, in plan order: node (all its NICs), BMCs, devices,
+    switch management, loopbacks and own SVI addresses, anycast gateways, boot servers, `extra`."""
+    out: list[tuple[str, str]] = []
+    for node in plan.nodes:
+        own = dict.fromkeys([*node.addresses.values(), *(n.address for n in node.nics if n.address)])
+        out.extend((a, node.name) for a in own)
+        out.append((node.bmc_address, f"{node.name} BMC"))
+    for dev in plan.devices:
+        out.extend((a, f"{dev.name}{suffix}") for a, suffix in ((dev.address, ""), (dev.bmc_address, " BMC")) if a)
+    for sw in plan.switches:
+        if sw.address:
+            out.append((sw.address, f"{sw.name} management"))
+        if sw.loopback:
+            out.append((sw.loopback, f"{sw.name} loopback"))
+        for network, addresses in sw.svi.items():
+            out.extend((a, f"{sw.name} {network} SVI") for a in addresses)
+    for seg in plan.segments:
+        out.extend((g.split("/")[0], f"{seg.network} anycast gateway") for g in seg.gateways)
+    out.extend((a, "boot server") for a in plan.boot_servers)
+    out.extend((extra or {}).items())
+    return out
+
+
+def duplicate_addresses(plan: Plan, extra: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(address, first holder, second holder) for every address planned more than once."""
+    seen: dict[str, str] = {}
+    dupes = []
+    for address, owner in address_owners(plan, extra):
+        if address in seen:
+            dupes.append((address, seen[address], owner))
+        else:
+            seen[address] = owner
+    return dupes

@@ -8,9 +8,11 @@ steps would only repeat them), then collects every layout problem before raising
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpudc.catalog import (
     PACKAGE_ROLES,
@@ -19,13 +21,15 @@ from gpudc.catalog import (
     Profile,
     Sku,
     current_os_catalog,
+    network_conventions,
     profile_problem,
 )
 from gpudc.errors import InputError
 from gpudc.model.site import NETWORK_NAMES, HallSpec, PoolSpec, Site
-from gpudc.plan.addresses import Allocator, overlaps
+from gpudc.plan.addresses import Allocator, duplicate_addresses, overlaps
 from gpudc.plan.types import (
     Boot,
+    BootFirmware,
     Cable,
     Device,
     Expectation,
@@ -38,6 +42,7 @@ from gpudc.plan.types import (
     Plan,
     Pool,
     Rack,
+    Segment,
     SiteInfo,
     Switch,
 )
@@ -68,6 +73,7 @@ class _Build:
     fabrics: list[Fabric] = field(default_factory=list)
     domains: list[NvlinkDomain] = field(default_factory=list)
     tor_u: dict[str, int] = field(default_factory=dict)  # rack -> U of its management TOR (NVL72 layout)
+    loopback_pool: Allocator | None = None  # the routed fabrics' loopbacks, when the site has any
 
 
 def _switch_kw(catalog: Catalog, model: str) -> float:
@@ -279,6 +285,10 @@ def _boot(os_catalog: OsCatalog, sku: Sku, os_name: str) -> Boot:
         mirror=str(release.mirror.value) if release.mirror else None,
         uefi_client_arch=int(firmware.uefi_client_arch.value),
         ipxe=str(firmware.ipxe.value),
+        firmware=[
+            BootFirmware(name, int(f.value["client_arch"]), str(f.value["boot"]))
+            for name, f in sorted(firmware.firmware.items(), key=lambda kv: int(kv[1].value["client_arch"]))
+        ],
     )
 
 
@@ -738,6 +748,94 @@ _SEGMENT_NETWORKS = ("inband", "frontend", "storage", "compute")
 BOOT_NETWORK = "inband"
 
 
+def routed_switches(switches: list[Switch], fabrics: list[Fabric]) -> list[Switch]:
+    """The switches of the routed Ethernet fabrics (frontend, storage, inband; a RoCE compute fabric)."""
+    kinds = {f.name: f.kind for f in fabrics}
+    return [s for s in switches if s.fabric != "oob" and kinds.get(s.fabric) in ("ethernet", "roce")]
+
+
+def _asn(net: dict[str, Any], switch: Switch, leaf_index: int, three_tier: bool) -> int:
+    """ASN plan of the eBGP underlay (conventions.yaml, RFC 7938 style): each leaf its own ASN; the
+    spines of a two-tier fabric share the block's first ASN; in three tiers the cores take it and
+    each pod's spines share one ASN of the block's upper half (so paths between pods keep no loop)."""
+    stride = int(net["bgp_asn_fabric_stride"])
+    base = int(net["bgp_asn_base"]) + net["bgp_asn_fabric_index"].get(switch.fabric, 9) * stride
+    if switch.role == "leaf":
+        return base + leaf_index
+    if switch.role == "spine" and three_tier:
+        pod = re.search(r"-pod(\d+)-", switch.name)
+        return base + stride // 2 + (int(pod.group(1)) if pod else 0)
+    return base
+
+
+def _boot_servers(b: _Build) -> list[str]:
+    """The boot/DNS/HTTP servers: the site's, or one address counted down from the top of the
+    in-band reserve (catalog boot_server_offset), never the anycast gateway at its bottom."""
+    spec = b.site.networks.inband
+    prefixes = [ipaddress.IPv4Network(p) for p in spec.prefixes]
+    if b.site.networks.boot_servers:
+        out = []
+        for i, address in enumerate(b.site.networks.boot_servers):
+            if not any(address in p for p in prefixes):
+                b.problems.append(f"networks.boot_servers[{i}]: {address} is not in the in-band network "
+                                  f"({', '.join(spec.prefixes)})")
+            out.append(str(address))
+        return out
+    offset = int(network_conventions()["boot_server_offset"])
+    if spec.reserve < 2 + offset:
+        b.problems.append(f"networks.inband.reserve: {spec.reserve} reserved addresses hold no boot server beside "
+                          "the gateway; reserve at least 2 or set networks.boot_servers")
+        return []
+    return [str(prefixes[0].network_address + spec.reserve - offset)]
+
+
+def _fabric_routing(b: _Build) -> tuple[list[Segment], list[str]]:
+    """Routed Ethernet fabrics: ASN and loopback per switch, EVPN segments with anycast gateways and
+    each leaf's own SVI address (from the top of each prefix), DHCP relay on the boot network."""
+    site = b.site
+    net = network_conventions()
+    boot_servers = _boot_servers(b)
+    switches = routed_switches(b.switches, b.fabrics)
+    if not switches:
+        return [], boot_servers
+    if site.networks.loopback is None:
+        names = sorted({s.fabric for s in switches})
+        b.problems.append(f"networks.loopback: the routed fabrics ({', '.join(names)}) need a loopback prefix "
+                          "(BGP router-id, VXLAN tunnel source)")
+        return [], boot_servers
+    lo = Allocator("loopback", site.networks.loopback)
+    if len(switches) > lo.capacity:
+        b.problems.append(f"networks.loopback: needs {len(switches)} addresses, its prefixes hold {lo.capacity} "
+                          "(pool exhausted)")
+        return [], boot_servers
+    b.loopback_pool = lo
+    leaf_no: dict[str, int] = {}
+    cores = {s.fabric for s in switches if s.role == "core"}
+    leaves: dict[str, list[Switch]] = {}
+    for sw in switches:
+        if sw.role == "leaf":
+            leaf_no[sw.fabric] = leaf_no.get(sw.fabric, 0) + 1
+            leaves.setdefault(sw.fabric, []).append(sw)
+        sw.asn = _asn(net, sw, leaf_no.get(sw.fabric, 0), sw.fabric in cores)
+        sw.loopback = lo.take()
+    segments = []
+    for name in _SEGMENT_NETWORKS:
+        spec = getattr(site.networks, name)
+        fabric_leaves = leaves.get(name, [])
+        if spec is None or not fabric_leaves:
+            continue
+        vlan = spec.vlan or int(net["default_vlan"][name])
+        nets = [ipaddress.IPv4Network(p) for p in spec.prefixes]
+        for k, leaf in enumerate(fabric_leaves):
+            leaf.svi[name] = [str(n.broadcast_address - 1 - k) for n in nets]
+        segments.append(Segment(
+            name, name, name, vlan, int(net["vni_base"]["l2"]) + vlan, int(net["vni_base"]["l3"]) + vlan,
+            list(spec.prefixes), [f"{n.network_address + 1}/{n.prefixlen}" for n in nets],
+            [leaf.name for leaf in fabric_leaves], list(boot_servers) if name == BOOT_NETWORK else [],
+        ))
+    return segments, boot_servers
+
+
 def _storage_nics_per_node(b: _Build) -> int:
     """Storage ports cabled per node: the storage fabric is built for the widest SKU of the site."""
     return max(int(b.catalog.skus[n.sku].fact("storage_nics")) for n in b.nodes)
@@ -819,6 +917,7 @@ def expand(
     if site.fabrics.inband is not None:
         _ethernet_fabric(b, "inband", 1, None)
     _oob(b)
+    segments, boot_servers = _fabric_routing(b)
     halls = _power(b) if not b.problems else []
     if b.problems:
         raise InputError(b.problems, source=source)
@@ -842,4 +941,17 @@ def expand(
         site.site.name, site.site.provider, site.site.region, site.site.data_residency, stack,
         bool(site.slurm and site.slurm.enabled),
     )
-    return Plan(info, halls, b.racks, b.nodes, b.devices, b.switches, b.cables, b.fabrics, pools, b.domains)
+    lo = b.loopback_pool
+    if lo is not None:
+        pools.append(Pool("loopback", list(lo.spec.prefixes), lo.used, lo.capacity - lo.used))
+    plan = Plan(info, halls, b.racks, b.nodes, b.devices, b.switches, b.cables, b.fabrics, pools, b.domains,
+                segments, boot_servers)
+    # Every address of the plan is unique across all networks (also the boot servers and gateways).
+    # (getattr: the Slurm controller's address is a newer SlurmSpec field)
+    slurm_address = getattr(site.slurm, "controller_address", None) if site.slurm else None
+    extra = {str(slurm_address): "slurm controller"} if slurm_address else {}
+    twice = duplicate_addresses(plan, extra)
+    if twice:
+        raise InputError([f"networks: address {a} is planned twice ({x} and {y})" for a, x, y in twice[:10]],
+                         source=source)
+    return plan

@@ -63,6 +63,17 @@ class Boot:
     mirror: str | None  # package mirror URL the installer uses (preseed)
     uefi_client_arch: int  # DHCP option 93 that the node's UEFI firmware sends
     ipxe: str  # iPXE binary the DHCP server hands that firmware
+    # every option 93 value of this architecture the DHCP server answers (catalog/os/architectures.yaml)
+    firmware: list[BootFirmware] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BootFirmware:
+    """One UEFI client type (DHCP option 93) and how it fetches iPXE: TFTP file name or HTTP URL."""
+
+    name: str  # e.g. uefi-arm64-http
+    client_arch: int
+    method: str  # tftp | http
 
 
 @dataclass(slots=True)
@@ -139,6 +150,27 @@ class Switch:
     u: int | None = None  # lowest rack unit, where the plan places it in a rack
     height_u: int = 1
     power_kw: float = 0.0  # planning power of the model (catalog power_w), counted in its rack or hall
+    # Routed Ethernet fabrics (frontend, storage, inband, RoCE compute): BGP unnumbered underlay.
+    asn: int | None = None
+    loopback: str | None = None  # /32: BGP router-id and VXLAN tunnel source
+    svi: dict[str, list[str]] = field(default_factory=dict)  # leaf: network -> its own SVI address per prefix
+
+
+@dataclass(slots=True)
+class Segment:
+    """A tenant network carried over an Ethernet fabric as EVPN: one L2 VNI (VLAN) in a VRF with its L3
+    VNI; every leaf is its anycast gateway; leaves of a boot network relay DHCP to the boot servers."""
+
+    network: str  # inband | frontend | storage
+    fabric: str
+    vrf: str
+    vlan: int
+    vni: int  # L2 VNI of the VLAN
+    l3vni: int  # L3 VNI of the VRF (symmetric routing)
+    prefixes: list[str]
+    gateways: list[str]  # anycast gateway (VRR) address per prefix, with its length: 10.0.0.1/22
+    leaves: list[str]
+    dhcp_relay: list[str] = field(default_factory=list)  # servers the leaves relay to; empty: no relay
 
 
 @dataclass(slots=True)
@@ -243,6 +275,8 @@ class Plan:
     fabrics: list[Fabric]
     pools: list[Pool]
     nvlink_domains: list[NvlinkDomain]
+    segments: list[Segment] = field(default_factory=list)
+    boot_servers: list[str] = field(default_factory=list)  # boot/DNS/HTTP servers (in-band addresses)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

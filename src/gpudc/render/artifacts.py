@@ -387,11 +387,21 @@ def render_cabling(ctx: Ctx, w: Writer) -> None:
                      c.media, c.length_class, f"{c.a_device}:{c.a_port}>{c.b_device}:{c.b_port}"])
     w.write("cabling/cables.csv", ctx.render("cabling/cables.csv.j2", rows=rows), "cabling",
             f"cabling plan: {len(rows)} cables (rack, U, port, media, length class, far end)")
+    render_rack_elevations(ctx, w)
+
+
+#: Fill colors of what is not a node in an elevation (nodes take their pool's color).
+_KIND_COLORS = {"nvlink_switch_tray": "#7f7f7f", "power_shelf": "#c0392b", "switch": "#2c3e50"}
+
+
+def render_rack_elevations(ctx: Ctx, w: Writer) -> None:
+    """One SVG per populated rack: nodes, NVLink switch trays, power shelves and switches at their U."""
+    plan = ctx.plan
     pools = sorted({n.pool for n in plan.nodes})
     colors = ["#4e79a7", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"]
     pool_color = {p: colors[i % len(colors)] for i, p in enumerate(pools)}
     for rack in plan.racks:
-        if not rack.nodes and not rack.devices:
+        if not rack.nodes and not rack.devices and not rack.switches:
             continue
         units: list[dict[str, Any]] = []
         unplaced: list[str] = []
@@ -406,9 +416,20 @@ def render_cabling(ctx: Ctx, w: Writer) -> None:
             if d is not None and d.u is not None:
                 units.append({"name": d.name, "u": d.u, "height": d.height_u, "kind": d.kind,
                               "label": f"{d.name} · {d.model}", "detail": f"OOB {d.address}",
-                              "color": "#7f7f7f"})
-            else:
+                              "color": _KIND_COLORS.get(d.kind, "#7f7f7f")})
+            elif name not in rack.switches:
                 unplaced.append(name)
+        for fx in rack.fixtures:
+            units.append({"name": fx.name, "u": fx.u, "height": fx.height_u, "kind": fx.kind,
+                          "label": f"{fx.name} · {fx.model}", "detail": "", "color": _KIND_COLORS[fx.kind]})
+        for name in rack.switches:
+            sw = ctx.switches[name]
+            if sw.u is None:
+                unplaced.append(name)
+                continue
+            units.append({"name": sw.name, "u": sw.u, "height": sw.height_u, "kind": "switch",
+                          "label": f"{sw.name} · {sw.model} · {sw.role} · {sw.power_kw:g} kW",
+                          "detail": f"mgmt {sw.address}", "color": _KIND_COLORS["switch"]})
         units.sort(key=lambda x: x["u"])
         w.write(f"cabling/racks/{rack.name}.svg",
                 ctx.render("cabling/rack.svg.j2", rack=rack, units=units, unplaced=unplaced,

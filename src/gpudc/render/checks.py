@@ -2,7 +2,8 @@
 
 kea-dhcp4 -t (Debian kea-dhcp4-server), cloud-init's schema validator (Debian cloud-init),
 named-checkzone and named-checkconf (Debian bind9-utils), debconf-set-selections -c for
-preseed files, gpudc's JSON schema for NVUE startup.yaml, and
+preseed files, gpudc's JSON schema for NVUE startup.yaml, FRR's own parser for frr.conf
+(`vtysh --dryrun`, Debian frr), and
 invariants no checker covers. A checker that is not installed is reported as `unavailable`,
 never as passed. Output that could quote a secret is redacted before it is reported.
 """
@@ -70,6 +71,34 @@ def _kea(root: Path) -> list[CheckResult]:
     if rc != 0:
         return [CheckResult("kea-dhcp4 -t", "failed", "\n".join(errors[-5:] or out.splitlines()[-5:]))]
     return [CheckResult("kea-dhcp4 -t", "ok", str(conf.relative_to(root)))]
+
+
+def frr_binary() -> str | None:
+    """FRR's vtysh (Debian frr), whose --dryrun parses a config file with FRR's own command tree."""
+    return shutil.which("vtysh") or ("/usr/bin/vtysh" if Path("/usr/bin/vtysh").exists() else None)
+
+
+def frr_problems(path: Path) -> list[str]:
+    """What FRR's own parser rejects in one frr.conf (`vtysh --dryrun -f`, no daemon needed)."""
+    binary = frr_binary()
+    if binary is None:
+        raise FileNotFoundError("vtysh (Debian frr) is not installed")
+    rc, out = _run([binary, "--dryrun", "-f", str(path)])
+    if rc == 0:
+        return []
+    return [line for line in out.splitlines() if line.strip()] or [f"vtysh --dryrun exited {rc}"]
+
+
+def _frr(root: Path) -> list[CheckResult]:
+    files = sorted((root / "switches").glob("*/frr.conf"))
+    if not files:
+        return []
+    if frr_binary() is None:
+        return [CheckResult("vtysh --dryrun", "unavailable", "vtysh not installed (Debian frr)")]
+    problems = [f"{f.relative_to(root)}: {p}" for f in files for p in frr_problems(f)]
+    if problems:
+        return [CheckResult("vtysh --dryrun", "failed", "\n".join(problems[:10]))]
+    return [CheckResult("vtysh --dryrun", "ok", f"{len(files)} FRR configs")]
 
 
 # Runs under the system python3 that Debian's cloud-init is installed for: the same validator
@@ -396,5 +425,5 @@ def _invariants(root: Path) -> list[CheckResult]:
 def check_tree(out_dir: Path | str) -> list[CheckResult]:
     """Run every checker on a rendered tree."""
     root = Path(out_dir)
-    return [*_kea(root), *_cloud_init(root), *_zones(root), *_preseed(root), *_ipxe(root), *_switches(root),
+    return [*_kea(root), *_cloud_init(root), *_zones(root), *_preseed(root), *_ipxe(root), *_switches(root), *_frr(root),
             *_slurm(root), *_invariants(root)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from gpudc.model.site import NETWORK_NAMES, Site
+from gpudc.model.site import NETWORK_NAMES, Site, SlurmSpec
 from gpudc.plan.types import Cable, Nic, Node, Plan, Switch
 
 #: Networks the site's DHCP server answers on: node BMCs (oob) and node boot NICs (inband).
@@ -28,6 +28,7 @@ class SiteExtras:
     slurm_cluster: str | None = None
     slurm_controller: str | None = None
     partitions: dict[str, str] = field(default_factory=dict)  # pool -> Slurm partition
+    slurm: SlurmSpec | None = None  # the site's Slurm settings (version, controller address, ...)
 
 
 def extras_from_site(plan: Plan, site: Site | None) -> SiteExtras:
@@ -53,6 +54,7 @@ def extras_from_site(plan: Plan, site: Site | None) -> SiteExtras:
         slurm_cluster=slurm.cluster_name if slurm else None,
         slurm_controller=slurm.controller if slurm else None,
         partitions={p.name: p.slurm_partition for p in site.pools if p.slurm_partition},
+        slurm=slurm,
     )
 
 
@@ -85,7 +87,7 @@ def dns_label(name: str) -> str:
 class Record:
     name: str  # relative owner name (a label path under the site domain)
     address: str
-    kind: str  # node | bmc | nic | switch | device | device-bmc
+    kind: str  # node | bmc | nic | switch | device | device-bmc | loopback | boot-server
     network: str
 
 
@@ -107,6 +109,10 @@ def address_records(plan: Plan) -> list[Record]:
     for sw in plan.switches:
         if sw.address:
             records.append(Record(sw.name, sw.address, "switch", "oob"))
+        if sw.loopback:
+            records.append(Record(f"{sw.name}-lo", sw.loopback, "loopback", "loopback"))
+    for i, address in enumerate(plan.boot_servers, start=1):
+        records.append(Record(f"boot-{i:02d}", address, "boot-server", "inband"))
     return records
 
 
