@@ -373,10 +373,8 @@ def run_provision(
     _scrub_artifacts(run_dir)
     if runner.status == "canceled":
         _stop_leftovers(run_dir)
-        raise ProvisionStopped(
-            f"{playbook}: stopped ansible-playbook at its {deadline_s:g}s deadline "
-            f"(after {duration:.0f}s; artifacts {run_dir})"
-        )
+        why = f"at its {deadline_s:g}s deadline" if deadline_s is not None else "on an interrupt"
+        raise ProvisionStopped(f"{playbook}: stopped ansible-playbook {why} (after {duration:.0f}s; artifacts {run_dir})")
     stats = runner.stats or {}
     if runner.rc == 127 or not stats:
         tail = (run_dir / "artifacts" / "run" / "stdout")

@@ -19,7 +19,7 @@ from jinja2 import Environment
 
 from gpudc import secrets
 from gpudc.catalog import network_conventions
-from gpudc.plan.types import Cable, Device, Node, Plan, Switch
+from gpudc.plan.types import BootFirmware, Cable, Device, Node, Plan, Switch
 from gpudc.render.context import (
     DHCP_NETWORKS,
     Record,
@@ -64,7 +64,8 @@ class Ctx:
             devices={d.name: d for d in plan.devices},
             switches={s.name: s for s in plan.switches},
             records=address_records(plan),
-            service_address=gateway(inband.prefixes[0]),
+            # the boot/DNS/HTTP server has its own planned address (never the in-band gateway)
+            service_address=plan.boot_servers[0] if plan.boot_servers else gateway(inband.prefixes[0]),
             cable_index=index,
         )
 
@@ -170,10 +171,19 @@ def render_dhcp(ctx: Ctx, w: Writer) -> None:
         network, _ = prefix_net[prefix]
         subnets.append({"id": sid, "subnet": prefix, "network": network, "router": gateway(prefix),
                         "reservations": sorted(reservations, key=lambda r: ipaddress.IPv4Address(r["ip-address"]))})
-    # One UEFI client class per CPU architecture the site boots (the plan's boot facts).
-    firmware = sorted({(n.boot.uefi_client_arch, n.boot.arch, n.boot.ipxe) for n in plan.nodes})
+    # One client class per UEFI client type (option 93) of every CPU architecture the site boots:
+    # PXE firmware gets the iPXE binary over TFTP, HTTP Boot firmware its URL (the plan's boot facts).
+    base = f"http://{ctx.service_address}/gpudc/{plan.site.name}"
+    classes: dict[int, dict[str, Any]] = {}
+    for node in plan.nodes:
+        nb = node.boot
+        for fw in nb.firmware or [BootFirmware(f"uefi-{nb.arch}", nb.uefi_client_arch, "tftp")]:
+            file = f"{base}/ipxe/{nb.ipxe}" if fw.method == "http" else nb.ipxe
+            classes.setdefault(fw.client_arch, {"name": fw.name, "code": fw.client_arch, "arch": nb.arch,
+                                                "method": fw.method, "file": file})
+    firmware = [classes[k] for k in sorted(classes)]
     text = ctx.render("dhcp/kea-dhcp4.conf.j2", subnets=subnets, firmware=firmware,
-                      boot_url=f"http://{ctx.service_address}/gpudc/{plan.site.name}/pxe/boot.ipxe")
+                      boot_url=f"{base}/pxe/boot.ipxe")
     count = sum(len(s["reservations"]) for s in subnets)
     w.write("dhcp/kea-dhcp4.conf", text, "dhcp", f"Kea DHCPv4: {len(subnets)} subnets, {count} reservations")
 
@@ -278,16 +288,6 @@ def _cables_of(ctx: Ctx, device: str) -> list[Cable]:
     return ctx.cable_index.get(device, [])
 
 
-def _asn(switch: Switch, leaf_index: int) -> int:
-    """The ASN plan of the BGP unnumbered underlay (catalog/network/conventions.yaml): all spines
-    of a fabric share one ASN, each leaf has its own."""
-    net = network_conventions()
-    base = int(net["bgp_asn_base"]) + net["bgp_asn_fabric_index"].get(switch.fabric, 9) * int(
-        net["bgp_asn_fabric_stride"]
-    )
-    return base if switch.role == "spine" else base + leaf_index
-
-
 def nvue_switches(plan: Plan) -> list[Switch]:
     """The Ethernet switches that get an NVUE startup.yaml (leaves and spines; RoCE compute)."""
     kinds = {f.name: f.kind for f in plan.fabrics}
@@ -298,30 +298,32 @@ def render_switches(ctx: Ctx, w: Writer) -> None:
     plan = ctx.plan
     oob = next(p for p in plan.pools if p.network == "oob")
     oob_len = {p: ipaddress.IPv4Network(p).prefixlen for p in oob.prefixes}
-    leaf_no: dict[str, int] = {}
     roce = any(f.name == "compute" and f.kind in ETHERNET_KINDS for f in plan.fabrics)
-    net = network_conventions()  # default VLANs, fabric MTU, VRR MAC: catalog data, read at render time
+    net = network_conventions()  # fabric MTU, VRR MAC: catalog data, read at render time
+    segments = {s.fabric: s for s in plan.segments}
     for sw in nvue_switches(plan):
-        if sw.role == "leaf":
-            leaf_no[sw.fabric] = leaf_no.get(sw.fabric, 0) + 1
         ports = switch_ports(ctx, sw)
         factor = breakout_factor(sw, _fabric_rate(plan, sw.fabric))
         cages = sorted({p["cage"] for p in ports}) if factor > 1 else []
-        net_pool = next((p for p in plan.pools if p.network == sw.fabric), None)
-        vlan = ctx.extras.vlans.get(sw.fabric) or net["default_vlan"].get(sw.fabric, 100)
+        segment = segments.get(sw.fabric) if sw.role == "leaf" else None
         svi = None
-        if sw.role == "leaf" and net_pool is not None:
-            svi = [f"{gateway(p)}/{ipaddress.IPv4Network(p).prefixlen}" for p in net_pool.prefixes]
+        if segment is not None:  # the leaf's own address per prefix, beside the anycast gateway
+            svi = [f"{a}/{g.split('/')[1]}" for a, g in zip(sw.svi[segment.network], segment.gateways, strict=True)]
         mgmt_prefix = next(p for p in oob.prefixes if ipaddress.IPv4Address(sw.address) in ipaddress.IPv4Network(p))
         text = ctx.render(
             "switch/startup.yaml.j2", switch=sw, ports=ports, cages=cages, breakout=f"{factor}x",
-            mtu=ctx.extras.mtu.get(sw.fabric, int(net["fabric_mtu"])), vlan=vlan, svi=svi, vrr_mac=net["vrr_mac"],
-            asn=_asn(sw, leaf_no.get(sw.fabric, 0)),
-            mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
+            mtu=ctx.extras.mtu.get(sw.fabric, int(net["fabric_mtu"])), segment=segment, svi=svi,
+            vrr_mac=net["vrr_mac"], mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
             roce=roce and sw.fabric == "compute",
         )
+        relay = f"; DHCP relay to {', '.join(segment.dhcp_relay)}" if segment and segment.dhcp_relay else ""
         w.write(f"switches/{sw.name}/startup.yaml", text, "switches",
-                f"NVUE startup.yaml of {sw.fabric} {sw.role} {sw.name} ({sw.model}, {len(ports)} cabled ports)")
+                f"NVUE startup.yaml of {sw.fabric} {sw.role} {sw.name} ({sw.model}, {len(ports)} cabled ports{relay})")
+        fabric_ports = [p for p in ports if p["role"] == "fabric"]
+        w.write(f"switches/{sw.name}/frr.conf",
+                ctx.render("frr/frr.conf.j2", switch=sw, segment=segment, fabric_ports=fabric_ports),
+                "switches", f"FRR config of {sw.name}: BGP unnumbered on {len(fabric_ports)} fabric ports"
+                + (", EVPN symmetric" if segment else ""))
     rows = []
     for sw in plan.switches:
         if sw.fabric != "oob":
