@@ -40,9 +40,10 @@ def sites() -> list[dict[str, Any]]:
         "oob": [f"10.{n}.0.0/16"], "inband": [f"10.{n + 1}.0.0/16"], "frontend": [f"10.{n + 2}.0.0/16"],
         "compute": [f"10.{n + 4}.0.0/14"],
     }
+    # hall limits leave room for switch power (counted since issue 13), with the spines and cores in h0
     gb200 = {  # 600 NVL72 racks = 43,200 GPUs
         "site": {"name": "bench-gb", "provider": "bench", "region": "r1", "data_residency": "jp"},
-        "halls": [_hall(f"h{i}", 160, "liquid", 132, 20000) for i in range(4)],
+        "halls": [_hall(f"h{i}", 160, "liquid", 132, 24000) for i in range(4)],
         "pools": [{"name": f"nvl{i}", "sku": "dgx_gb200_nvl72", "profile": "r580-cuda13.0", "hall": f"h{i}",
                    "racks": 150} for i in range(4)],
         "fabrics": {"compute": {**fabrics_ib, "su_size": 576}, "frontend": {"leaf": "sn5600", "spine": "sn5600"}},
@@ -50,7 +51,7 @@ def sites() -> list[dict[str, Any]]:
     }
     h200 = {  # 4,000 nodes = 32,000 GPUs
         "site": {"name": "bench-h200", "provider": "bench", "region": "r2", "data_residency": "jp"},
-        "halls": [_hall(f"h{i}", 260, "air", 42, 12000) for i in range(4)],
+        "halls": [_hall(f"h{i}", 260, "air", 42, 15000) for i in range(4)],
         "pools": [{"name": f"h200-{i}", "sku": "dgx_h200", "profile": "r580-cuda13.0", "hall": f"h{i}",
                    "count": 1000} for i in range(4)],
         "fabrics": {"compute": fabrics_ib, "frontend": {"leaf": "sn5600", "spine": "sn5600"}},
@@ -58,7 +59,7 @@ def sites() -> list[dict[str, Any]]:
     }
     b200 = {  # 3,100 nodes = 24,800 GPUs
         "site": {"name": "bench-b200", "provider": "bench", "region": "r3", "data_residency": "jp"},
-        "halls": [_hall(f"h{i}", 400, "air", 44, 16000) for i in range(3)],
+        "halls": [_hall(f"h{i}", 400, "air", 44, 21000) for i in range(3)],
         "pools": [{"name": f"b200-{i}", "sku": "dgx_b200", "profile": "r580-cuda13.0", "hall": f"h{i}",
                    "count": c} for i, c in enumerate((1100, 1000, 1000))],
         "fabrics": {"compute": fabrics_ib, "frontend": {"leaf": "sn5600", "spine": "sn5600"}},
