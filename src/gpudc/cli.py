@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "gpudc.lab.command",
     "gpudc.conformance.command",
     "gpudc.project.command",
+    "gpudc.burnin.command",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,0 +1,1 @@
+"""Site acceptance in stages: sanity -> validation -> performance -> stress (`gpudc burnin`)."""
