@@ -24,22 +24,21 @@ def group_of(node: Node) -> str:
 
 
 def _plots(final: list[Verdict]) -> list[dict[str, Any]]:
-    """One plot per metric: a bar per node (lowest figure of that node) and the floor line."""
-    metrics: dict[str, dict[str, Any]] = {}
+    """One plot per metric and floor (SKUs with other floors get their own plot): a bar per node
+    (its lowest figure) and the floor line."""
+    metrics: dict[tuple[str, float | None], dict[str, Any]] = {}
     for v in final:
         for f in v.findings:
             if f.value is None:
                 continue
             metric = f.check.split("/", 1)[-1]
             metric = metric.split(":rail")[0]
-            m = metrics.setdefault(metric, {"metric": metric, "unit": f.unit, "floor": f.floor, "bars": {}})
-            if f.floor is not None:
-                m["floor"] = f.floor if m["floor"] is None else min(m["floor"], f.floor)
+            m = metrics.setdefault((metric, f.floor), {"metric": metric, "unit": f.unit, "floor": f.floor, "bars": {}})
             old = m["bars"].get(v.node)
             if old is None or f.value < old["value"]:
                 m["bars"][v.node] = {"node": v.node, "value": f.value, "ok": f.severity != "fail"}
     plots = []
-    for m in sorted(metrics.values(), key=lambda m: m["metric"]):
+    for m in sorted(metrics.values(), key=lambda m: (m["metric"], m["floor"] or 0)):
         bars = sorted(m["bars"].values(), key=lambda b: b["node"])
         top = max([b["value"] for b in bars] + [m["floor"] or 0]) * 1.15 or 1.0
         width = 640
@@ -48,7 +47,7 @@ def _plots(final: list[Verdict]) -> list[dict[str, Any]]:
             b["y"] = 8 + i * (bar_h + 6)
             b["w"] = round(b["value"] / top * (width - 200), 1)
         m["bars"] = bars
-        m["height"] = 16 + len(bars) * (bar_h + 6)
+        m["height"] = 24 + len(bars) * (bar_h + 6)
         m["floor_x"] = round(150 + (m["floor"] or 0) / top * (width - 200), 1) if m["floor"] else None
         m["width"] = width
         plots.append(m)
