@@ -228,7 +228,10 @@ def test_imex_and_slurm_follow_the_plan(mini_tree: tuple[Plan, Path], lab_tree: 
         for domain in plan.nvlink_domains:
             text = (tree / f"imex/{domain.name}/nodes_config.cfg").read_text()
             assert text.split() == domain.imex_addresses
-            assert f"BlockName={domain.name} Nodes={','.join(domain.nodes)}" in (tree / "slurm/topology-block.conf").read_text()
+            # Slurm >= 23.11 (mini's default): topology/block; 22.05 (the lab): the domain is a tree leaf
+            line = f"Name={domain.name} Nodes={','.join(domain.nodes)}"
+            assert f"Block{line}" in (tree / "slurm/topology.conf").read_text() or (
+                f"Switch{line}" in (tree / "slurm/topology.conf").read_text())
         nodes_conf = (tree / "slurm/nodes.conf").read_text()
         for node in plan.nodes:
             gres = {"NVIDIA GB200": "gb200", "NVIDIA H200": "h200"}[node.expected.gpu_model]
@@ -236,9 +239,9 @@ def test_imex_and_slurm_follow_the_plan(mini_tree: tuple[Plan, Path], lab_tree: 
             assert line in nodes_conf
     plan, tree = mini_tree
     assert "PartitionName=nvl72 Nodes=h1-a01-n01,h1-a01-n02" in (tree / "slurm/nodes.conf").read_text()
-    assert "SwitchName=su01 Nodes=h1-a01-n01,h1-a01-n02" in (tree / "slurm/topology.conf").read_text()
+    assert "TopologyPlugin=topology/block" in (tree / "slurm/slurm.conf").read_text()
     assert "NOTE" not in (tree / "slurm/nodes.conf").read_text()  # the site has slurm
-    assert "NOTE: the site file has no `slurm:` section" in (lab_tree[1] / "slurm/nodes.conf").read_text()
+    assert "TopologyPlugin=topology/tree" in (lab_tree[1] / "slurm/slurm.conf").read_text()  # Slurm 22.05
 
 
 def test_rack_elevation_renders_with_rsvg(lab_tree: tuple[Plan, Path], tmp_path: Path) -> None:

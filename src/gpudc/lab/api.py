@@ -27,6 +27,7 @@ import yaml
 from gpudc import secrets
 from gpudc.errors import GpudcError, InputError
 from gpudc.lab import hosts, net, rootfs, services
+from gpudc.lab import slurm as lab_slurm
 from gpudc.lab import state as st
 from gpudc.plan.types import Node, Plan
 from gpudc.project import current_project
@@ -376,6 +377,9 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     for rec in recs:
         hosts.start(rec)
     st.save(lab)
+    if lab_slurm.start(lab, plan) is not None:
+        progress(f"booting slurmctld ({lab['slurm']['name']}, {lab['slurm']['address']})")
+    st.save(lab)
     write_known_hosts(lab)
     progress("starting apt-cacher-ng, the NVIDIA stand-in repo and the BMCs")
     bridge = lab["bridge_address"]
@@ -401,6 +405,7 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     for rec in recs:
         if not services.wait_port(rec["bmc_address"], BMC_PORT, timeout=15):
             raise GpudcError(f"lab: BMC of {rec['name']} did not listen on {rec['bmc_address']}:{BMC_PORT}")
+    lab_slurm.wait_ready(lab)
     lab["up_seconds"] = round(time.monotonic() - t0, 2)
     st.save(lab)
     doc = status()
@@ -434,6 +439,10 @@ def write_access_file(doc: dict[str, Any]) -> Path:
             "gpudc_kernel_actions": False,
         },
     }
+    if doc.get("slurm"):
+        # the slurm role installs the lab's rendered Slurm files and the site's munge key
+        document["provision_vars"]["slurm_config_dir"] = doc["slurm"]["config_dir"]
+        document["provision_vars"]["slurm_munge_key_file"] = doc["slurm"]["munge_key_file"]
     path = access_file()
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     path.chmod(0o644)
@@ -469,6 +478,7 @@ def _teardown(lab: dict[str, Any] | None, progress: Progress = _quiet) -> None:
     if lab is not None:
         for name, pid in lab.get("services", {}).items():
             services.terminate(pid, str(st.run_dir()) if name != "nvidia_repo" else "repo_server")
+        lab_slurm.stop(lab)
         progress(f"stopping {len(lab['hosts'])} hosts")
         for rec in lab["hosts"]:
             pid = rec.get("pid")
@@ -551,7 +561,7 @@ def status() -> dict[str, Any]:
     recs = lab["hosts"]
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = list(pool.map(host_state, recs))
-    return {
+    doc = {
         "stack": lab["stack"],
         "site": site,
         "ssh_key": str(key),
@@ -578,6 +588,10 @@ def status() -> dict[str, Any]:
             for rec, state in zip(recs, states, strict=True)
         ],
     }
+    slurm = lab_slurm.status(lab)
+    if slurm is not None:
+        doc["slurm"] = slurm
+    return doc
 
 
 def refresh_repo() -> None:

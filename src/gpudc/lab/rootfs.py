@@ -36,6 +36,13 @@ PACKAGES = (
     "ca-certificates",
     "gpg",
     "pciutils",
+    # Slurm 22.05 (Debian 12): slurmd and munge for the nodes (the slurm role installs them on any
+    # node; here they are cached so a lab provision or reimage does not fetch them), slurmctld and
+    # the clients for the lab's controller container (gpudc.lab.slurm), made from this same tree.
+    "munge",
+    "slurmd",
+    "slurmctld",
+    "slurm-client",
 )
 
 #: Units a lab host never needs; masking them makes 16 hosts boot in seconds on 2 cores.
@@ -78,6 +85,10 @@ printf '%s' "$SSHD_CONFIG" > "$root"/etc/ssh/sshd_config.d/gpudc-lab.conf
 for unit in $MASKED_UNITS; do ln -sf /dev/null "$root/etc/systemd/system/$unit"; done
 : > "$root"/etc/machine-id
 mkdir -p "$root"/root/.ssh && chmod 700 "$root"/root/.ssh
+# Slurm daemons start only once configured (slurm role / gpudc.lab.slurm); munge's key is the
+# site's, never one shared by every host built from this tree.
+rm -f "$root"/etc/munge/munge.key
+for unit in munge slurmd slurmctld; do rm -f "$root/etc/systemd/system/multi-user.target.wants/$unit.service"; done
 """
 
 

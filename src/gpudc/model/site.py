@@ -192,10 +192,50 @@ class NamingSpec(_Spec):
         return value
 
 
+#: Slurm releases gpudc renders for (YY.MM): 22.05 is Debian 12's; topology/block came in 23.11.
+SLURM_VERSION = re.compile(r"^(2[0-9])\.(02|05|11)$")
+
+
 class SlurmSpec(_Spec):
     enabled: bool = True
     cluster_name: Label
     controller: Label
+    version: str = Field(
+        default="23.11",
+        description="Slurm release the site runs (YY.MM, e.g. 22.05, 23.11, 24.05); the rendered files follow "
+        "it: topology/tree before 23.11, topology/block (one block per NVL72 domain) from 23.11",
+    )
+    controller_address: ipaddress.IPv4Address | None = Field(
+        default=None, description="Address nodes reach slurmctld on (SlurmctldHost=controller(address))"
+    )
+    client: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9@/._:=-]+( [A-Za-z0-9@/._:=-]+)*$",
+        description="Command prefix gpudc puts before scontrol/squeue to reach this cluster's slurmctld, e.g. "
+        "`ssh root@slurmctld-01`; default: the clients on PATH with their own slurm.conf",
+    )
+    health_check_interval: int = Field(
+        default=300, ge=5, le=86400, description="Seconds between runs of gpudc-probe as HealthCheckProgram"
+    )
+    probe_in_prolog: bool = Field(default=False, description="Also run gpudc-probe (quick) as the job Prolog")
+    gres_autodetect: Literal["nvml", "off"] = Field(
+        default="nvml", description="gres.conf AutoDetect: nvml needs slurmd's gpu/nvml plugin (Debian lacks it)"
+    )
+    cgroup: bool = Field(
+        default=True,
+        description="proctrack/cgroup + task/cgroup (production); false: proctrack/linuxproc (containers)",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not SLURM_VERSION.match(value):
+            raise ValueError(f"{value!r} is not a Slurm release (YY.MM: 22.05, 23.02, 23.11, 24.05, 24.11...)")
+        return value
+
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor = self.version.split(".")
+        return int(major), int(minor)
 
 
 class MacsSpec(_Spec):

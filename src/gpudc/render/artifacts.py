@@ -19,7 +19,7 @@ from jinja2 import Environment
 
 from gpudc import secrets
 from gpudc.catalog import network_conventions
-from gpudc.plan.types import BootFirmware, Cable, Device, Node, Plan, Switch
+from gpudc.plan.types import BootFirmware, Cable, Device, Fabric, Node, Plan, Switch
 from gpudc.render.context import (
     DHCP_NETWORKS,
     Record,
@@ -455,46 +455,88 @@ def gres_type(node: Node) -> str:
     return node.expected.gpu_model.removeprefix("NVIDIA ").replace(" ", "_").lower()
 
 
-def render_slurm(ctx: Ctx, w: Writer) -> None:
+#: The Slurm release a site without `slurm.version` (or without a `slurm:` section) is rendered for.
+DEFAULT_SLURM_VERSION = (23, 11)
+#: topology/block (one block per NVL72 domain) exists from this release on.
+TOPOLOGY_BLOCK_SINCE = (23, 11)
+
+
+def _slurm_tree(ctx: Ctx, fabric: Fabric | None) -> list[tuple[str, str, list[str]]]:
+    """topology/tree switches: the compute fabric's leaves (or SUs) under its spines; without a
+    compute fabric, one leaf per NVL72 domain and one per pool for the other nodes."""
     plan = ctx.plan
+    tree: list[tuple[str, str, list[str]]] = []
+    if fabric is None:
+        if not plan.nvlink_domains:
+            return []
+        in_domain = {n for d in plan.nvlink_domains for n in d.nodes}
+        for d in plan.nvlink_domains:
+            tree.append((d.name, "Nodes", list(d.nodes)))
+        for pool, nodes in _pools(plan).items():
+            rest = [n.name for n in nodes if n.name not in in_domain]
+            if rest:
+                tree.append((f"pool-{pool}", "Nodes", rest))
+        if len(tree) > 1:
+            tree.append(("site", "Switches", [name for name, _, _ in tree]))
+        return tree
+    leaves = [s for s in plan.switches if s.fabric == "compute" and s.role == "leaf"]
+    spines = [s for s in plan.switches if s.fabric == "compute" and s.role == "spine"]
+    if fabric.rail_optimized:
+        sus: dict[int, list[str]] = {}
+        for n in plan.nodes:
+            sus.setdefault(n.su or 0, []).append(n.name)
+        for su, names in sorted(sus.items()):
+            tree.append((f"su{su:02d}", "Nodes", names))
+        if spines:
+            tree.append(("spines", "Switches", [f"su{su:02d}" for su in sorted(sus)]))
+    else:
+        for leaf in leaves:
+            names = sorted({c.a_device for c in _cables_of(ctx, leaf.name) if c.a_device in ctx.nodes},
+                           key=lambda x: list(ctx.nodes).index(x))
+            tree.append((leaf.name, "Nodes", names))
+        if spines:
+            tree.append(("spines", "Switches", [leaf.name for leaf in leaves]))
+    return tree
+
+
+def render_slurm(ctx: Ctx, w: Writer) -> None:
+    """nodes.conf, gres.conf, topology.conf for the site's Slurm release, and (a site with a
+    `slurm:` section) the whole slurm.conf that includes nodes.conf."""
+    plan = ctx.plan
+    slurm = ctx.extras.slurm
+    has_slurm = plan.site.has_slurm
+    version = slurm.version_tuple() if slurm is not None else DEFAULT_SLURM_VERSION
     pools = _pools(plan)
     partitions: dict[str, list[str]] = {}
     for pool, nodes in pools.items():
         partitions.setdefault(ctx.extras.partitions.get(pool, pool), []).extend(n.name for n in nodes)
     w.write("slurm/nodes.conf", ctx.render("slurm/nodes.conf.j2", nodes=plan.nodes, partitions=partitions,
-                                           gres_type=gres_type, has_slurm=plan.site.has_slurm),
+                                           gres_type=gres_type, has_slurm=has_slurm),
             "slurm", "slurm.conf fragment: NodeName lines with GRES, PartitionName lines")
     groups: dict[tuple[str, int], list[str]] = {}
     for n in plan.nodes:
         groups.setdefault((gres_type(n), n.expected.gpu_count), []).append(n.name)
-    w.write("slurm/gres.conf", ctx.render("slurm/gres.conf.j2", groups=groups, has_slurm=plan.site.has_slurm),
-            "slurm", "gres.conf: GPUs per node (NVML autodetect, counts from the plan)")
+    autodetect = slurm.gres_autodetect if slurm is not None else "nvml"
+    w.write("slurm/gres.conf", ctx.render("slurm/gres.conf.j2", groups=groups, has_slurm=has_slurm,
+                                          autodetect=autodetect),
+            "slurm", f"gres.conf: GPUs per node (counts from the plan, AutoDetect={autodetect})")
     fabric = next((f for f in plan.fabrics if f.name == "compute"), None)
-    if fabric is not None:
-        leaves = [s for s in plan.switches if s.fabric == "compute" and s.role == "leaf"]
-        spines = [s for s in plan.switches if s.fabric == "compute" and s.role == "spine"]
-        tree: list[tuple[str, str, list[str]]] = []
-        if fabric.rail_optimized:
-            sus: dict[int, list[str]] = {}
-            for n in plan.nodes:
-                sus.setdefault(n.su or 0, []).append(n.name)
-            for su, names in sorted(sus.items()):
-                tree.append((f"su{su:02d}", "Nodes", names))
-            if spines:
-                tree.append(("spines", "Switches", [f"su{su:02d}" for su in sorted(sus)]))
-        else:
-            for leaf in leaves:
-                names = sorted({c.a_device for c in _cables_of(ctx, leaf.name) if c.a_device in ctx.nodes},
-                               key=lambda x: list(ctx.nodes).index(x))
-                tree.append((leaf.name, "Nodes", names))
-            if spines:
-                tree.append(("spines", "Switches", [leaf.name for leaf in leaves]))
-        w.write("slurm/topology.conf", ctx.render("slurm/topology.conf.j2", tree=tree, fabric=fabric,
-                                                  has_slurm=plan.site.has_slurm),
-                "slurm", "topology.conf (topology/tree) of the compute fabric")
-    if plan.nvlink_domains:
-        w.write("slurm/topology-block.conf",
-                ctx.render("slurm/topology-block.conf.j2", domains=plan.nvlink_domains, has_slurm=plan.site.has_slurm),
-                "slurm", "topology.conf for topology/block: one block per NVL72 domain")
-    if not plan.site.has_slurm:
+    topology: str | None = None
+    if plan.nvlink_domains and version >= TOPOLOGY_BLOCK_SINCE:
+        topology = "topology/block"
+        w.write("slurm/topology.conf",
+                ctx.render("slurm/topology-block.conf.j2", domains=plan.nvlink_domains, has_slurm=has_slurm),
+                "slurm", "topology.conf (topology/block): one block per NVL72 domain")
+    else:
+        tree = _slurm_tree(ctx, fabric)
+        if tree:
+            topology = "topology/tree"
+            what = "the compute fabric" if fabric is not None else "NVL72 domains and pools (no compute fabric)"
+            w.write("slurm/topology.conf", ctx.render("slurm/topology.conf.j2", tree=tree, fabric=fabric,
+                                                      has_slurm=has_slurm),
+                    "slurm", f"topology.conf (topology/tree) of {what}")
+    if slurm is not None and has_slurm:
+        w.write("slurm/slurm.conf", ctx.render("slurm/slurm.conf.j2", slurm=slurm, topology=topology),
+                "slurm", f"slurm.conf for Slurm {slurm.version} (includes nodes.conf)")
+    else:
         w.notes.append("slurm: the site file has no `slurm:` section; the Slurm files are for reference")
