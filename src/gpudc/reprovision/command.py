@@ -21,6 +21,7 @@ from rich.text import Text
 
 from gpudc.errors import InputError
 from gpudc.plan.types import Plan
+from gpudc.reprovision.drain import drainer_for
 from gpudc.reprovision.workflow import (
     NodeOutcome,
     Timeouts,
@@ -28,6 +29,7 @@ from gpudc.reprovision.workflow import (
     exit_code,
     nodes_to_reprovision,
     reprovision_nodes,
+    site_backends,
 )
 from gpudc.validate.types import Verdict
 
@@ -51,11 +53,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-parallel", type=int, default=4, metavar="N",
                    help="nodes worked on at once (default 4); never two of one NVL72 domain")
     p.add_argument("--keep-drained", action="store_true", help="leave healthy nodes drained")
+    p.add_argument("--force", action="store_true",
+                   help="Slurm: requeue the jobs still running on a draining node instead of waiting for them")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", metavar="FILE", type=Path, help="per-node outcomes as JSON ('-' for stdout)")
     p.add_argument("--lock-wait", type=float, metavar="S", default=DEFAULTS.lock_wait,
                    help="how long a node may wait for its NVL72 domain (default %(default)gs)")
-    for step, default in (("reimage", DEFAULTS.reimage), ("wait-ssh", DEFAULTS.wait_ssh),
+    for step, default in (("drain", DEFAULTS.drain), ("reimage", DEFAULTS.reimage), ("wait-ssh", DEFAULTS.wait_ssh),
                           ("provision", DEFAULTS.provision), ("validate", DEFAULTS.validate)):
         p.add_argument(f"--{step}-timeout", type=float, metavar="S", default=default,
                        help=f"{step} step timeout (default %(default)gs)")
@@ -116,7 +120,7 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError([f"{n}: not a node of stack {plan.site.stack}" for n in unknown])
     if args.max_parallel < 1:
         raise InputError(f"--max-parallel {args.max_parallel}: must be at least 1")
-    timeouts = Timeouts(reimage=args.reimage_timeout, wait_ssh=args.wait_ssh_timeout,
+    timeouts = Timeouts(drain=args.drain_timeout, reimage=args.reimage_timeout, wait_ssh=args.wait_ssh_timeout,
                         provision=args.provision_timeout, validate=args.validate_timeout,
                         lock_wait=args.lock_wait)
     nodes = list(dict.fromkeys(args.nodes))
@@ -124,9 +128,10 @@ def handle(args: argparse.Namespace) -> int:
         sys.stderr.write("gpudc: reprovision: not confirmed; nothing done\n")
         return 2
     err = Console(stderr=True)
+    backends = site_backends(plan, drainer=drainer_for(plan, force=args.force))
     outcomes = reprovision_nodes(
         plan, nodes, reason=args.reason, max_parallel=args.max_parallel, keep_drained=args.keep_drained,
-        timeouts=timeouts, report=console_reporter(err),
+        timeouts=timeouts, report=console_reporter(err), backends=backends,
     )
     doc = [o.to_dict() for o in outcomes]
     to_stdout = args.json is not None and str(args.json) == "-"

@@ -1,11 +1,14 @@
 """Taking a node out of service and putting it back: Slurm, or a drain list file.
 
-- `SlurmDrainer`: `scontrol update NodeName=N State=DRAIN Reason="gpudc: ..."` and
-  `State=RESUME`, when the site runs Slurm (`plan.site.has_slurm`) and `scontrol` is on PATH.
-- `FileDrainer`: a drain list file that schedulers and scripts can read, for sites without Slurm
-  (and the lab): `<state dir>/<site>/drained-nodes`, one node a line,
-  `NODE<TAB>SINCE (UTC ISO 8601)<TAB>REASON`, lines starting with `#` are comments. Updated
-  atomically under a lock, so concurrent commands never lose each other's lines.
+- `SlurmDrainer`: through Slurm's `scontrol`, when the site runs Slurm (`plan.site.has_slurm`):
+  `scontrol update NodeName=N State=DRAIN Reason="gpudc: ..."`, then a bounded wait until the
+  node's running jobs have ended (DRAINING -> DRAINED; `force` requeues them instead), and
+  `State=RESUME` followed by a bounded wait until slurmctld has the node back (not drained, not
+  down, answering). Its client commands run on PATH or behind the site's `gpudc:slurm.client`
+  prefix (`ssh root@slurmctld-01`, the lab's wrapper).
+- `FileDrainer`: a drain list file for sites without a scheduler: `<state dir>/<site>/drained-nodes`,
+  one node a line, `NODE<TAB>SINCE (UTC ISO 8601)<TAB>REASON`, lines starting with `#` are
+  comments. Updated atomically under a lock, so concurrent commands never lose each other's lines.
 
 Both raise `DrainError` with a one-line message when they cannot do their job; every external
 command has a timeout.
@@ -16,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +37,12 @@ from gpudc.project import site_state_dir
 DRAIN_FILE = "drained-nodes"
 REASON_PREFIX = "gpudc: "
 _MAX_REASON = 200
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
 
 
 class DrainError(GpudcError):
@@ -45,10 +56,22 @@ class Drainer(Protocol):
 
     def drain(self, node: str, reason: str) -> None: ...
 
+    def wait_drained(self, node: str, timeout: float, say: Say = _quiet) -> str:
+        """Wait (bounded) until nothing runs on the node any more; a line saying what happened."""
+        ...
+
     def resume(self, node: str) -> None: ...
+
+    def wait_resumed(self, node: str, timeout: float) -> str:
+        """Wait (bounded) until the scheduler has the node back in service; what it saw."""
+        ...
 
     def is_drained(self, node: str) -> bool | None:
         """True/False when known, None when the backend cannot tell."""
+        ...
+
+    def current_reason(self, node: str) -> str | None:
+        """Why the node is drained now (by anyone), when it is and the backend can tell."""
         ...
 
 
@@ -61,54 +84,176 @@ def clean_reason(reason: str) -> str:
     return text[:_MAX_REASON]
 
 
+#: Base states of a node that still runs (or is finishing) jobs.
+_BUSY = {"ALLOCATED", "MIXED", "COMPLETING"}
+#: States in which a node is not in service even without the DRAIN flag.
+_OUT = {"DOWN", "NOT_RESPONDING", "FAIL", "FAILING", "MAINTENANCE", "REBOOT_REQUESTED", "REBOOT_ISSUED",
+        "POWERED_DOWN", "POWERING_DOWN", "POWERING_UP", "INVALID_REG", "UNKNOWN", "FUTURE"}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What slurmctld says of a node (`scontrol --oneliner show node`)."""
+
+    state: str  # IDLE, MIXED+DRAIN, DOWN+DRAIN+NOT_RESPONDING ...
+    reason: str
+
+    @property
+    def flags(self) -> set[str]:
+        return set(self.state.upper().rstrip("*~#!%$@^-").split("+"))
+
+    @property
+    def draining(self) -> bool:
+        return "DRAIN" in self.flags and bool(self.flags & _BUSY)
+
+    @property
+    def drained(self) -> bool:
+        return "DRAIN" in self.flags and not self.flags & _BUSY
+
+    @property
+    def in_service(self) -> bool:
+        return "DRAIN" not in self.flags and not self.flags & _OUT and not self.state.endswith("*")
+
+    @classmethod
+    def parse(cls, text: str) -> NodeState:
+        state = next((w.split("=", 1)[1] for w in text.split() if w.startswith("State=")), "")
+        reason = ""
+        if " Reason=" in f" {text}":
+            reason = f" {text}".split(" Reason=", 1)[1].strip()
+            reason = reason.split(" Comment=", 1)[0].rsplit(" [", 1)[0].strip()
+            if reason == "(null)":
+                reason = ""
+        return cls(state, reason)
+
+
 class SlurmDrainer:
-    """Drain and resume through Slurm's `scontrol` (a node's plan name is its Slurm NodeName)."""
+    """Drain and resume through Slurm (a node's plan name is its Slurm NodeName).
+
+    `client`: the command prefix that reaches the cluster (empty: the clients on PATH). `force`:
+    requeue the jobs of a draining node instead of waiting for them to end."""
 
     name = "slurm"
 
-    def __init__(self, scontrol: str = "scontrol", timeout: float = 30.0) -> None:
+    def __init__(self, scontrol: str = "scontrol", timeout: float = 30.0, *, client: Sequence[str] = (),
+                 force: bool = False, poll_s: float = 1.0) -> None:
         self.scontrol = scontrol
+        self.client = list(client)
         self.timeout = timeout
+        self.force = force
+        self.poll_s = poll_s
+        self.before: dict[str, str] = {}  # node -> its state before gpudc drained it
+
+    def _tool(self, name: str) -> list[str]:
+        if name == "scontrol":
+            return [*self.client, self.scontrol]
+        return [*self.client, str(Path(self.scontrol).with_name(name)) if "/" in self.scontrol else name]
 
     def drain_argv(self, node: str, reason: str) -> list[str]:
         check_label(node)
-        return [self.scontrol, "update", f"NodeName={node}", "State=DRAIN", f"Reason={clean_reason(reason)}"]
+        return [*self._tool("scontrol"), "update", f"NodeName={node}", "State=DRAIN",
+                f"Reason={clean_reason(reason)}"]
 
     def resume_argv(self, node: str) -> list[str]:
         check_label(node)
-        return [self.scontrol, "update", f"NodeName={node}", "State=RESUME"]
+        return [*self._tool("scontrol"), "update", f"NodeName={node}", "State=RESUME"]
 
     def show_argv(self, node: str) -> list[str]:
         check_label(node)
-        return [self.scontrol, "--oneliner", "show", "node", node]
+        return [*self._tool("scontrol"), "--oneliner", "show", "node", node]
+
+    def jobs_argv(self, node: str) -> list[str]:
+        check_label(node)
+        return [*self._tool("squeue"), "--noheader", "--nodelist", node, "--states", "RUNNING,COMPLETING,SUSPENDED",
+                "--format", "%i"]
 
     def _run(self, argv: Sequence[str], what: str) -> str:
         try:
             proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout, check=False)
         except FileNotFoundError:
-            raise DrainError(f"slurm: {what}: `{self.scontrol}` is not installed") from None
+            raise DrainError(f"slurm: {what}: `{argv[0]}` is not installed") from None
         except subprocess.TimeoutExpired:
-            raise DrainError(f"slurm: {what}: scontrol did not answer within {self.timeout:g}s") from None
+            raise DrainError(f"slurm: {what}: {shlex.join(argv[:2])} did not answer within {self.timeout:g}s") from None
         if proc.returncode != 0:
             why = (proc.stderr or proc.stdout).strip().splitlines()
             raise DrainError(f"slurm: {what}: scontrol exit {proc.returncode}: {why[-1][:300] if why else ''}")
         return proc.stdout
 
+    def state(self, node: str) -> NodeState:
+        return NodeState.parse(self._run(self.show_argv(node), f"show {node}"))
+
+    def jobs(self, node: str) -> list[str]:
+        out = self._run(self.jobs_argv(node), f"jobs on {node}")
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
     def drain(self, node: str, reason: str) -> None:
+        with contextlib.suppress(DrainError):
+            self.before.setdefault(node, self.state(node).state)
         self._run(self.drain_argv(node, reason), f"drain {node}")
 
+    def wait_drained(self, node: str, timeout: float, say: Say = _quiet) -> str:
+        """Until the node is DRAINED (its jobs ended, or requeued with `force`); DrainError when the
+        jobs still run at the deadline (the node stays draining: nothing new starts on it)."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        before = self.before.get(node, "?")
+        requeued: list[str] = []
+        told: set[str] = set()
+        while True:
+            now = self.state(node)
+            if now.drained:
+                waited = time.monotonic() - t0
+                tail = f", requeued job(s) {', '.join(requeued)}" if requeued else ""
+                return f"slurmctld: {before} -> {now.state} after {waited:.1f}s{tail}"
+            if not now.draining and "DRAIN" not in now.flags:
+                raise DrainError(f"slurm: {node}: state {now.state}: the drain did not take")
+            jobs = self.jobs(node)
+            if self.force and jobs:
+                for job in jobs:
+                    if job not in requeued:
+                        self._run([*self._tool("scontrol"), "requeue", job], f"requeue job {job} on {node}")
+                        requeued.append(job)
+                        say(f"{node}: requeued job {job} (--force)")
+            elif jobs and ",".join(jobs) not in told:
+                told.add(",".join(jobs))
+                say(f"{node}: {now.state}: waiting for job(s) {', '.join(jobs)} to end "
+                    f"(up to {max(0.0, deadline - time.monotonic()):.0f}s; --force requeues them)")
+            if time.monotonic() + self.poll_s > deadline:
+                raise DrainError(f"slurm: {node} still {now.state} after {timeout:g}s: job(s) "
+                                 f"{', '.join(jobs) or '?'} running; wait longer or requeue them (--force)")
+            time.sleep(self.poll_s)
+
     def resume(self, node: str) -> None:
+        with contextlib.suppress(DrainError):
+            self.before[node] = self.state(node).state
         self._run(self.resume_argv(node), f"resume {node}")
+
+    def wait_resumed(self, node: str, timeout: float) -> str:
+        """Until slurmctld has the node in service (slurmd answering, no DRAIN, not DOWN)."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        before = self.before.get(node, "?")
+        while True:
+            now = self.state(node)
+            if now.in_service:
+                return f"slurmctld: {before} -> {now.state} after {time.monotonic() - t0:.1f}s"
+            if time.monotonic() + self.poll_s > deadline:
+                raise DrainError(f"slurm: {node} is {now.state} {timeout:g}s after its resume "
+                                 f"(slurmd not answering?){': ' + now.reason if now.reason else ''}")
+            time.sleep(self.poll_s)
 
     def is_drained(self, node: str) -> bool | None:
         try:
-            out = self._run(self.show_argv(node), f"show {node}")
+            state = self.state(node)
         except DrainError:
             return None
-        for word in out.split():
-            if word.startswith("State="):
-                return "DRAIN" in word.upper()
-        return None
+        return "DRAIN" in state.flags if state.state else None
+
+    def current_reason(self, node: str) -> str | None:
+        try:
+            state = self.state(node)
+        except DrainError:
+            return None
+        return state.reason if "DRAIN" in state.flags and state.reason else None
 
 
 class FileDrainer:
@@ -194,11 +339,62 @@ class FileDrainer:
     def is_drained(self, node: str) -> bool | None:
         return node in self.entries()
 
+    def wait_drained(self, node: str, timeout: float, say: Say = _quiet) -> str:
+        return "no scheduler: nothing runs jobs to wait for"
 
-def drainer_for(plan: Plan, *, scontrol: str | None = None) -> Drainer:
-    """Slurm when the site has it and `scontrol` is on PATH; the drain list file otherwise."""
+    def wait_resumed(self, node: str, timeout: float) -> str:
+        return "removed from the drain list"
+
+    def current_reason(self, node: str) -> str | None:
+        entry = self.entries().get(node)
+        return entry[1] if entry else None
+
+
+def drainer_for(plan: Plan, *, scontrol: str | None = None, force: bool = False) -> Drainer:
+    """Slurm when the site runs it and its clients are reachable (the stack's `gpudc:slurm.client`
+    prefix, or `scontrol` on PATH); the drain list file otherwise."""
     if plan.site.has_slurm:
+        client = _slurm_client(plan)
+        if client:
+            return SlurmDrainer(scontrol or "scontrol", client=client, force=force)
         found = scontrol or shutil.which("scontrol")
         if found:
-            return SlurmDrainer(found)
+            return SlurmDrainer(found, force=force)
     return FileDrainer.for_site(plan.site.name)
+
+
+def _slurm_client(plan: Plan) -> list[str]:
+    """The stack's `gpudc:slurm.client` command prefix, split ([] when unset or unreadable)."""
+    from gpudc.model import load_site
+
+    try:
+        site, _ = load_site(plan.site.stack)
+    except GpudcError:
+        return []
+    if site.slurm is None or not site.slurm.client:
+        return []
+    return shlex.split(site.slurm.client)
+
+
+def drain_reason(node: str, base: str, drainer: Drainer, history: Path | None = None) -> str:
+    """The drain reason: `base` plus the finding that asks for it: the reason the node is drained
+    with already (gpudc-probe's, or an operator's), else the first failure of its latest verdict."""
+    finding = None
+    with contextlib.suppress(GpudcError, OSError):
+        current = drainer.current_reason(node)
+        if current and not current.startswith(REASON_PREFIX):
+            finding = current
+    if finding is None:
+        with contextlib.suppress(GpudcError, OSError):
+            from gpudc.validate.history import History, default_history_path
+
+            path = history or default_history_path()
+            if path.exists():
+                with History(path) as db:
+                    past = db.node_history(node, limit=1)
+                if past and past[0].verdict in ("fail", "unreachable"):
+                    fail = next((f for f in past[0].findings if f.severity == "fail"), None)
+                    if fail is not None:
+                        finding = f"{fail.check}: {fail.message}"
+    base = base.strip() or "reprovision"
+    return clean_reason(f"{base}: {finding}" if finding and finding not in base else base)

@@ -31,7 +31,7 @@ from rich.console import Console
 
 from gpudc.errors import GpudcError, InputError, UnreachableError
 from gpudc.plan.types import Node, Plan
-from gpudc.reprovision.drain import Drainer, DrainError, clean_reason, drainer_for
+from gpudc.reprovision.drain import Drainer, DrainError, clean_reason, drain_reason, drainer_for
 from gpudc.reprovision.state import STEPS, FileLock, NodeRun, StateStore
 from gpudc.validate.types import Finding, Verdict
 
@@ -236,13 +236,20 @@ class _Worker:
         return f"in the plan ({node.sku}, {where}, BMC {node.bmc_address})"
 
     def step_drain(self, run: NodeRun, timeout: float) -> str:
-        reason = clean_reason(run.reason or self.reason)
+        t0 = time.monotonic()
+        name = self.node.name
+        # the reason names the finding: the one the node is drained with already, or its last verdict's
+        reason = drain_reason(name, run.reason or self.reason, self.b.drainer)
         try:
-            self.b.drainer.drain(self.node.name, reason)
+            self.b.drainer.drain(name, reason)
+            # bounded: running jobs end (or are requeued with --force) before the node is reimaged
+            waited = self.b.drainer.wait_drained(
+                name, max(1.0, timeout - (time.monotonic() - t0) - 1.0),
+                lambda msg: self.report(name, "drain", "wait", msg))
         except DrainError as exc:
             raise StepError(str(exc)) from None
         run.drain_backend = self.b.drainer.name
-        return f"{self.b.drainer.name}: {reason}"
+        return f"{self.b.drainer.name}: {reason}; {waited}"
 
     def step_reimage(self, run: NodeRun, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -280,9 +287,10 @@ class _Worker:
                 return "healthy; left drained (--keep-drained)"
             try:
                 self.b.drainer.resume(self.node.name)
+                seen = self.b.drainer.wait_resumed(self.node.name, max(1.0, timeout - 1.0))
             except DrainError as exc:
                 raise StepError(str(exc)) from None
-            return f"healthy; back in service ({self.b.drainer.name})"
+            return f"healthy; back in service ({self.b.drainer.name}: {seen})"
         reason = clean_reason(f"{verdict.action}: {_first_failure(verdict)}")
         try:
             self.b.drainer.drain(self.node.name, reason)

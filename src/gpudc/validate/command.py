@@ -84,6 +84,11 @@ def register(subparsers: Any) -> None:
         "--nvml-timeout", type=float, default=5.0, metavar="S", help="deadline of each NVML call (5)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--collect", metavar="FOLDER|ssh",
+                   help="judge the node-local verdicts gpudc-probe wrote (Slurm health check) instead of probing: "
+                   "from a folder of <node>.json files, or each node's latest file over SSH")
+    p.add_argument("--max-age", type=float, default=900.0, metavar="S",
+                   help="with --collect: older node-local verdicts count as missing (default 900)")
     p.add_argument(
         "--reprovision-failed",
         action="store_true",
@@ -149,19 +154,27 @@ def _validate(args: argparse.Namespace) -> int:
         raise InputError(f"--timeout {args.timeout}: must be positive")
     stdout_json = args.json is not None and str(args.json) == "-"
     err = _console(stderr=True)
-    run = validate(
-        plan,
-        ssh=ssh,
-        limit=args.limit,
-        level=args.level,
-        history_path=args.history,
-        record_history=not args.no_history,
-        addresses=access.addresses,
-        nvml_call_timeout=args.nvml_timeout,
-        command_timeout=args.timeout,
-        progress=not args.quiet,
-        console=err,
-    )
+    if args.collect:
+        from gpudc.validate.collect import collect_verdicts
+
+        folder = None if args.collect == "ssh" else Path(args.collect)
+        run = collect_verdicts(plan, source=folder, ssh=ssh if folder is None else None, limit=args.limit,
+                               history_path=args.history, record_history=not args.no_history,
+                               addresses=access.addresses, max_age_s=args.max_age)
+    else:
+        run = validate(
+            plan,
+            ssh=ssh,
+            limit=args.limit,
+            level=args.level,
+            history_path=args.history,
+            record_history=not args.no_history,
+            addresses=access.addresses,
+            nvml_call_timeout=args.nvml_timeout,
+            command_timeout=args.timeout,
+            progress=not args.quiet,
+            console=err,
+        )
     verdicts = run.verdicts
     if args.json is not None:
         if stdout_json:
