@@ -48,7 +48,7 @@ GPU_FAULT_HELP: dict[str, str] = {
 def gpu_faults() -> tuple[str, ...]:
     from gpudc.lab import gpu_state
 
-    return tuple(gpu_state.GPU_FAULTS)
+    return (*gpu_state.GPU_FAULTS, *gpu_state.PERF_FAULTS)
 
 
 def fault_names() -> dict[str, str]:
