@@ -454,7 +454,7 @@ def ensure_standins(doc: dict[str, Any]) -> bool:
     from gpudc.provision.standin import deb_filename, publish_to_lab, standin_set
 
     repo = Path(doc["nvidia_repo_dir"])
-    if all((repo / deb_filename(p)).exists() for p in standin_set()):
+    if {p.name for p in repo.glob("*.deb")} == {deb_filename(p) for p in standin_set()}:
         return False
     publish_to_lab(lab_status=doc)
     return True

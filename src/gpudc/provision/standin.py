@@ -297,6 +297,11 @@ def publish_to_lab(*, newer: bool = False, lab_status: dict[str, Any] | None = N
     status = lab_status or lab_api.status()
     repo_dir = Path(status["nvidia_repo_dir"])
     debs = build_repo(repo_dir, newer=newer)
+    if not newer:
+        # the repo (a persistent cache) holds exactly the catalog's stand-ins: a package the
+        # catalog no longer names (an old, wrong name) must not stay installable in the lab
+        for stale in set(repo_dir.glob("*.deb")) - set(debs):
+            stale.unlink()
     lab_api.refresh_repo()
     return debs
 
