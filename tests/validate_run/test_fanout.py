@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +17,7 @@ import pytest
 from gpudc.errors import InputError
 from gpudc.validate.fanout import FanOut, JumpHost, SshOptions, Target, run_command
 
-from .sshd import Sshd, free_port, keygen
+from .sshd import Sshd, free_port, keygen, start_sshd
 
 
 def _known(sshd: Sshd, tmp_path: Path, names: list[str]) -> Path:
@@ -167,3 +173,99 @@ def test_bad_options_are_input_errors(sshd: Sshd, tmp_path: Path) -> None:
         JumpHost.parse("user@")
     assert JumpHost.parse("ops@bastion:2222") == JumpHost("bastion", 2222, "ops")
     assert JumpHost.parse("bastion") == JumpHost("bastion", 22, None)
+
+
+def _hashed(name: str) -> str:
+    """OpenSSH's HashKnownHosts form of a name: |1|salt|HMAC-SHA1(salt, name)."""
+    salt = os.urandom(20)
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+def test_hashed_known_hosts_entries(sshd: Sshd, tmp_path: Path) -> None:
+    other_pub = keygen(tmp_path / "impostor", "impostor")
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line([_hashed("n1")]) + sshd.known_hosts_line([_hashed("n2")], other_pub))
+    ok, changed, unknown = run_command(
+        [Target("n1", "127.0.0.1"), Target("n2", "127.0.0.2"), Target("n3", "127.0.0.1")], "true",
+        _opts(sshd, known))
+    assert ok.status == "ok", ok.message
+    assert changed.status == "host_key" and "HOST KEY CHANGED" in changed.message
+    assert unknown.status == "host_key" and "not in" in unknown.message
+
+
+def test_any_known_key_of_a_host_is_accepted_and_broken_lines_are_skipped(sshd: Sshd, tmp_path: Path) -> None:
+    old_pub = keygen(tmp_path / "old", "old")
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "# comment\n\n"
+        "n2 ssh-ed25519 not-base64!\n"  # broken: skipped, so n2 stays unknown
+        "n3 ssh-rsa " + sshd.host_key_pub.split()[1] + "\n"  # type does not match the blob: skipped
+        + sshd.known_hosts_line(["n1"], old_pub)  # a key rotated out, still listed
+        + sshd.known_hosts_line(["n1"])
+    )
+    results = run_command([Target("n1", "127.0.0.1"), Target("n2", "127.0.0.2"), Target("n3", "127.0.0.2")],
+                          "true", _opts(sshd, known))
+    assert [r.status for r in results] == ["ok", "host_key", "host_key"], [r.message for r in results]
+    assert "not in" in results[1].message and "not in" in results[2].message
+
+
+def test_revoked_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line(["n1"]) + "@revoked " + sshd.known_hosts_line(["*"]))
+    (r,) = run_command([Target("n1", "127.0.0.1")], "touch /tmp/should-not-run", _opts(sshd, known, tofu=True))
+    assert r.status == "host_key" and "@revoked" in r.message
+
+
+def test_falls_back_to_the_algorithms_a_server_offers(tmp_path: Path) -> None:
+    """gpudc prefers AES-GCM; a server that only has CTR + HMAC-SHA2-512 still works."""
+    server = start_sshd(tmp_path / "sshd", "Ciphers aes256-ctr\nMACs hmac-sha2-512\nKexAlgorithms curve25519-sha256@libssh.org")
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(server.known_hosts_line(["n1"]))
+        (r,) = run_command([Target("n1", "127.0.0.1")], "echo hi", _opts(server, known))
+        assert r.status == "ok" and r.stdout == "hi\n", r.message
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stalled_server() -> Iterator[int]:
+    """Says an SSH banner, then never answers the key exchange: a wedged sshd after accept."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 stalled\r\n")
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_stalled_key_exchange_is_bounded(sshd: Sshd, tmp_path: Path, stalled_server: int) -> None:
+    known = _known(sshd, tmp_path, ["stalled", "ok"])
+    start = time.monotonic()
+    results = run_command([Target("stalled", "127.0.0.1", port=stalled_server), Target("ok", "127.0.0.1")],
+                          "echo fine", _opts(sshd, known, connect_timeout=1.5))
+    elapsed = time.monotonic() - start
+    assert results[0].status == "unreachable" and "handshake" in results[0].message
+    assert results[1].status == "ok"
+    assert elapsed < 8
