@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gpudc.errors import InputError
-from gpudc.lab import api, hosts
+from gpudc.lab import api, gpu_state, hosts
 from gpudc.lab import state as st
 
 from .helpers import probe, ssh, wait_for
@@ -74,7 +74,9 @@ def test_every_fault_the_issue_names_is_known() -> None:
              "pcie-degraded", "thermal", "hw-slowdown", "fabric-unhealthy", "gb200-clique-zero",
              "driver-mismatch", "xid", "hung-nvml", "fm-stopped", "imex-down", "sshd-down", "host-key-changed"}
     assert issue <= names
-    assert {c[0] for c in GPU_CASES} | {"fm-stopped", "imex-down", "sshd-down", "host-key-changed"} == names
+    # the performance faults leave NVML healthy; tests/validate_run/test_lab_perf.py catches them
+    perf = set(gpu_state.PERF_FAULTS)
+    assert {c[0] for c in GPU_CASES} | {"fm-stopped", "imex-down", "sshd-down", "host-key-changed"} | perf == names
 
 
 @pytest.mark.parametrize(("fault", "arg", "node", "check"), GPU_CASES, ids=[c[0] for c in GPU_CASES])
