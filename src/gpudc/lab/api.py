@@ -369,6 +369,7 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
         hosts.mount_overlay(rec["name"])
         gpu, log = healthy_gpu(by_name.get(rec["name"]), rec["hardware_faults"]) if lab["gpu"] else ({}, [])
         hosts.customize(lab, rec, gpu)
+        lab_slurm.customize_host(rec, by_name.get(rec["name"]))
         hosts.append_kernel_log(rec, log)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -686,6 +687,7 @@ def _reimage(lab: dict[str, Any], rec: dict[str, Any]) -> None:
     node = _plan_node(lab, rec["name"])
     gpu, log = healthy_gpu(node, rec["hardware_faults"]) if lab.get("gpu") else ({}, [])
     hosts.customize(lab, rec, gpu)
+    lab_slurm.customize_host(rec, node)
     hosts.append_kernel_log(rec, log)
 
 

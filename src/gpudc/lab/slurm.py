@@ -26,7 +26,7 @@ from gpudc.errors import GpudcError, InputError
 from gpudc.lab import hosts, net, services
 from gpudc.lab import state as st
 from gpudc.model.site import SlurmSpec
-from gpudc.plan.types import Plan
+from gpudc.plan.types import Node, Plan
 from gpudc.project import site_secret_dir
 
 #: veth index of the controller (lab hosts use 0..199).
@@ -164,6 +164,17 @@ def _customize(lab: dict[str, Any], rec: dict[str, Any], conf: Path) -> None:
     log = root / "var/log/slurm"
     log.mkdir(parents=True, exist_ok=True)
     os.chown(log, _ids("slurm", "passwd"), _ids("slurm", "group"))
+
+
+def customize_host(rec: dict[str, Any], node: Node | None) -> None:
+    """A lab host's simulated GPU device files: slurmd stats gres.conf's File=/dev/nvidiaN before it
+    counts a GPU. nspawn gives each boot a fresh /dev, so systemd-tmpfiles makes them at boot
+    (empty files: nothing opens them; the simulated NVML answers the queries)."""
+    if node is None or not node.expected.gpu_count:
+        return
+    lines = ["# gpudc lab: the simulated GPUs' device files (gpudc.lab.slurm)"]
+    lines += [f"f /dev/nvidia{i} 0666 root root -" for i in range(node.expected.gpu_count)]
+    _write(hosts.root_dir(rec["name"]), "etc/tmpfiles.d/gpudc-lab-nvidia.conf", "\n".join(lines) + "\n", 0o644)
 
 
 def start(lab: dict[str, Any], plan: Plan) -> dict[str, Any] | None:
