@@ -87,9 +87,19 @@ case "$action" in
   *) die "expected $NODE to fail with action reboot or reprovision, got: $action" ;;
 esac
 
-say "gpudc reprovision $NODE --stack $STACK: drain, PXE reimage via Redfish, SSH with its own host key, provision, validate, resume"
+# The lab runs Slurm (slurmctld in its own container): its client wrapper shows what the scheduler sees.
+SLURM=/run/gpudc-lab/slurm/client
+slurm_state() { "$SLURM" sinfo --noheader --Node --nodes="$NODE" --format="%N %T %E" | sed 's/^/    slurmctld: /'; }
+say "slurmctld's view of $NODE before: gpudc-probe (HealthCheckProgram) drains a node it finds broken"
+for _ in $(seq 1 40); do "$SLURM" sinfo --noheader --Node --nodes="$NODE" --format=%T | grep -q drain && break; sleep 1; done
+slurm_state
+
+say "gpudc reprovision $NODE --stack $STACK: drain (scontrol), PXE reimage via Redfish, SSH with its own host key, provision, validate, resume"
 gpudc reprovision "$NODE" --stack "$STACK" --yes --reason "demo: gpu-lost (XID 79)" --json "$OUT/reprovision.json" \
   || die "reprovision of $NODE did not bring it back (see above)"
+say "slurmctld's view of $NODE after: back in service"
+slurm_state
+"$SLURM" sinfo --noheader --Node --nodes="$NODE" --format=%T | grep -qx idle || die "$NODE is not idle in Slurm"
 
 say "gpudc validate --stack $STACK: every node passes again"
 gpudc validate --stack "$STACK" --level standard --quiet --json "$OUT/validate-3.json" --html "$OUT/report.html" \

@@ -94,7 +94,9 @@ def test_sinfo_lists_every_planned_node_idle_with_its_gpus(slurm_lab: tuple[dict
 
 
 def _submit(node: str, seconds: int) -> str:
-    out = client("sbatch", "--parsable", f"--nodelist={node}", "--output=/dev/null", "--requeue",
+    partition = nodes_by_state()[node][2]
+    out = client("sbatch", "--parsable", f"--partition={partition}", f"--nodelist={node}", "--output=/dev/null",
+                 "--requeue",
                  f"--wrap=sleep {seconds}")
     job = out.strip().split(";")[0]
     wait_for(lambda: client("squeue", "--noheader", "--job", job, "--format=%T").strip() == "RUNNING", 30,

@@ -340,10 +340,10 @@ class FileDrainer:
         return node in self.entries()
 
     def wait_drained(self, node: str, timeout: float, say: Say = _quiet) -> str:
-        return "no scheduler: nothing runs jobs to wait for"
+        return ""  # no scheduler: no job to wait for
 
     def wait_resumed(self, node: str, timeout: float) -> str:
-        return "removed from the drain list"
+        return ""
 
     def current_reason(self, node: str) -> str | None:
         entry = self.entries().get(node)

@@ -249,7 +249,7 @@ class _Worker:
         except DrainError as exc:
             raise StepError(str(exc)) from None
         run.drain_backend = self.b.drainer.name
-        return f"{self.b.drainer.name}: {reason}; {waited}"
+        return f"{self.b.drainer.name}: {reason}" + (f"; {waited}" if waited else "")
 
     def step_reimage(self, run: NodeRun, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -290,7 +290,7 @@ class _Worker:
                 seen = self.b.drainer.wait_resumed(self.node.name, max(1.0, timeout - 1.0))
             except DrainError as exc:
                 raise StepError(str(exc)) from None
-            return f"healthy; back in service ({self.b.drainer.name}: {seen})"
+            return f"healthy; back in service ({self.b.drainer.name}{': ' + seen if seen else ''})"
         reason = clean_reason(f"{verdict.action}: {_first_failure(verdict)}")
         try:
             self.b.drainer.drain(self.node.name, reason)

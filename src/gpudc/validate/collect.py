@@ -110,7 +110,9 @@ def _over_ssh(ssh: SshOptions, nodes: list[Node], addresses: Mapping[str, str], 
 def _node_note(doc: dict[str, Any]) -> Finding:
     """What the node said of itself (info): its own verdict, when, and whether it drained itself."""
     age = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(doc["time"])))
-    drained = f", {doc.get('drain')}" if doc.get("drain") not in (None, "none") else ""
+    drain = doc.get("drain")
+    drained = {"drained": ", drained its node", "already": ", node already drained"}.get(
+        str(drain), f", drain {drain}" if drain not in (None, "none") else "")
     reason = f": {doc['reason']}" if doc.get("reason") else ""
     return Finding("collect.node_verdict", "info", f"node-local {doc.get('verdict')} at {age} ({doc.get('mode')}"
                    f"{drained}){reason}"[:300])

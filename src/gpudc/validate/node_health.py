@@ -111,7 +111,7 @@ def judge(facts: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     if facts.get("hung"):
         calls = ", ".join(str(h.get("call", h)) if isinstance(h, dict) else str(h) for h in facts["hung"][:3])
         findings.append(_finding("nvml_hung", "fail", "reboot", f"NVML calls hung: {calls}"))
-    if facts.get("source") is None and not gpus and isinstance(expected, int) and expected > 0:
+    if facts.get("source") in (None, "none") and not gpus and isinstance(expected, int) and expected > 0:
         findings.append(_finding("nvml_unavailable", "fail", "reprovision", "neither NVML nor nvidia-smi answered"))
     fails = [f for f in findings if f["severity"] == "fail"]
     warns = [f for f in findings if f["severity"] == "warn"]
