@@ -328,7 +328,7 @@ class _KnownHosts:
             if self._hashed:
                 raw = name.encode()
                 for salt, digest, key_type, blob in self._hashed:
-                    if hmac.compare_digest(hmac.new(salt, raw, hashlib.sha1).digest(), digest):
+                    if hmac.compare_digest(hmac.digest(salt, raw, "sha1"), digest):
                         found.setdefault(key_type, []).append(blob)
             if found:
                 return name, found
