@@ -68,14 +68,14 @@ def slurm_lab(lab: dict[str, Any]) -> Iterator[tuple[dict[str, Any], Plan]]:
     assert lab.get("slurm"), "the lab stack runs Slurm: lab status names its controller"
     assert lab["slurm"]["state"] == "running"
     plan = load_plan(lab["stack"])
-    if not all_idle(plan):
-        result = run_provision(plan, access=site_access(plan))
-        assert result.exit_code == 0, f"site.yml failed: {result.failures[-3:]}"
-        for node in plan.nodes:  # an earlier test may have left one drained
-            state = nodes_by_state().get(node.name, ("",))[0]
-            if "drain" in state:
-                client("scontrol", "update", f"NodeName={node.name}", "State=RESUME")
-        wait_for(lambda: all_idle(plan), 90, "every node idle in sinfo")
+    # always: the roles of this checkout (gpudc_probe's config, slurm's files) on every node
+    result = run_provision(plan, access=site_access(plan))
+    assert result.exit_code == 0, f"site.yml failed: {result.failures[-3:]}"
+    for node in plan.nodes:  # an earlier test may have left one drained
+        state = nodes_by_state().get(node.name, ("",))[0]
+        if "drain" in state:
+            client("scontrol", "update", f"NodeName={node.name}", "State=RESUME")
+    wait_for(lambda: all_idle(plan), 90, "every node idle in sinfo")
     yield lab, plan
 
 

@@ -124,11 +124,16 @@ def judge(facts: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return {"verdict": verdict, "action": action, "reason": reason, "findings": findings}
 
 
-def probe(level: str, budget: float, call_timeout: float, kern_log: str) -> dict[str, Any] | None:
-    """The probe's facts, or None when it did not finish within `budget` seconds."""
+def probe(level: str, budget: float, call_timeout: float, kern_log: str,
+          packages: list[str] | None = None) -> dict[str, Any] | None:
+    """The probe's facts, or None when it did not finish within `budget` seconds. `packages`: the
+    profile's package names, whose installed versions the facts carry (as over SSH)."""
     box: dict[str, Any] = {}
-    args = probe_script.parse_args(["--level", level, "--call-timeout", f"{call_timeout:g}",
-                                    "--kern-log", kern_log])
+    argv = ["--level", level, "--call-timeout", f"{call_timeout:g}", "--kern-log", kern_log]
+    names = [str(p) for p in packages or [] if p and "," not in str(p)]
+    if names:
+        argv += ["--packages", ",".join(names)]
+    args = probe_script.parse_args(argv)
 
     def target() -> None:
         box["facts"] = probe_script.collect(args)
@@ -225,7 +230,7 @@ def health(args: argparse.Namespace) -> int:
     node = str(config.get("node") or socket.gethostname().split(".")[0])
     budget = float(args.budget or config.get("budget_s") or BUDGET_S)
     facts = probe(str(config.get("level") or "quick"), budget, float(config.get("call_timeout_s") or 5.0),
-                  args.kern_log)
+                  args.kern_log, list(config.get("packages") or []))
     if facts is None:
         result = {"verdict": "fail", "action": "reboot",
                   "reason": f"{REASON_PREFIX}the probe did not finish within {budget:g}s (hung driver?)",
