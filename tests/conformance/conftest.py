@@ -45,10 +45,10 @@ def good_facts(node: Node) -> dict[str, Any]:
         "hostname": node.name,
         "arch": "x86_64",
         "container": "systemd-nspawn",
-        "packages": {
+        "packages": {  # sorted, as the collector's JSON has them
             name: {"version": version, "want": "hold" if name in held else "install",
                    "status": "hi" if name in held else "ii"}
-            for name, version in exp.packages.items()
+            for name, version in sorted(exp.packages.items())
         },
         "module": {"loaded_version": None, "flavour": None, "flavour_source": None, "license": None},
         "nvml": {

@@ -194,3 +194,30 @@ def test_a_malformed_node_answer_is_that_nodes_problem(lab_plan: Plan) -> None:
     assert doc["nonconformities"] == [{"node": "gb200-01", "item": "collector", "expected": "readable output",
                                        "found": "malformed output"}]
     assert doc["summary"]["conforming"] == 3
+
+
+@pytest.mark.parametrize(("node", "flavour", "package"), [("gb200-01", "open", "nvidia-open-580"),
+                                                          ("h200-01", "open", "nvidia-open-570")])
+def test_flavour_from_the_driver_package_ignores_the_pinning_package(
+        lab_plan: Plan, node: str, flavour: str, package: str) -> None:
+    doc = build(lab_plan)
+    items = {i["item"]: i for i in next(n for n in doc["nodes"] if n["name"] == node)["items"]}
+    assert items["kernel_module"]["found"] == flavour and package in items["kernel_module"]["note"]
+
+
+def test_without_module_or_driver_package_the_flavour_is_unknown(lab_plan: Plan) -> None:
+    node = lab_plan.node("h200-01")
+    facts = good_facts(node)
+    facts["packages"] = {n: v for n, v in facts["packages"].items() if not n.startswith("nvidia-open-")}
+    doc = build(lab_plan, {node.name: facts})
+    bad = {(p["item"], p["found"]) for p in doc["nonconformities"]}
+    assert ("kernel_module", "unknown") in bad and ("package:nvidia-open-570", "not installed") in bad
+
+
+def test_driver_package_names_by_flavour() -> None:
+    from gpudc.conformance.report import _OPEN_DRIVER, _PROPRIETARY_DRIVER
+
+    assert all(_OPEN_DRIVER.fullmatch(n) for n in ("nvidia-open-580", "nvidia-driver-570-server-open"))
+    assert all(_PROPRIETARY_DRIVER.fullmatch(n) for n in ("cuda-drivers-535", "nvidia-driver-535-server"))
+    assert not _OPEN_DRIVER.fullmatch("nvidia-driver-pinning-580")
+    assert not _PROPRIETARY_DRIVER.fullmatch("nvidia-driver-pinning-580")

@@ -9,6 +9,7 @@ pins them). A node conforms when every judged item does; the site when every nod
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -102,20 +103,24 @@ def _package_upstream(node: Node, facts: dict[str, Any], role: str) -> tuple[str
     return "unknown", ""
 
 
-def _flavour(facts: dict[str, Any]) -> tuple[str, str]:
+#: Driver package names by flavour (NVIDIA's apt names); `nvidia-driver-pinning-<br>` is neither.
+_OPEN_DRIVER = re.compile(r"nvidia-open-\d+|nvidia-driver-\d+(?:-server)?-open")
+_PROPRIETARY_DRIVER = re.compile(r"cuda-drivers-\d+|nvidia-driver-\d+(?:-server)?")
+
+
+def _flavour(node: Node, facts: dict[str, Any]) -> tuple[str, str]:
     """(kernel module flavour, where it was read)."""
     module = facts.get("module") or {}
     if module.get("flavour") in ("open", "proprietary"):
         return str(module["flavour"]), f"read from {module.get('flavour_source') or 'the kernel'}"
     # No nvidia module visible in this kernel (a container shares its host's kernel): the
     # installed driver package says which flavour provisioning put on.
-    for name in facts.get("packages") or {}:
+    for name in node.expected.packages_by_role.get("driver", {}):
         if _installed(facts, name) is None:
             continue
-        if name.startswith("nvidia-open-"):
-            return "open", f"read from package {name} (no nvidia module in this kernel)"
-        if name.startswith(("cuda-drivers-", "nvidia-driver-")):
-            return "proprietary", f"read from package {name} (no nvidia module in this kernel)"
+        for flavour, pattern in (("open", _OPEN_DRIVER), ("proprietary", _PROPRIETARY_DRIVER)):
+            if pattern.fullmatch(name):
+                return flavour, f"read from package {name} (no nvidia module in this kernel)"
     return "unknown", "no nvidia module loaded and no driver package installed"
 
 
@@ -129,7 +134,7 @@ def judge_node(node: Node, profile: Profile | None, facts: dict[str, Any]) -> li
     where = "read from " + ("NVML" if nvml.get("driver_version") else "the kernel module")
     items.append(_item("driver", exp.driver_version, str(driver or "unknown"),
                        where if driver else "neither NVML nor a loaded nvidia module answered"))
-    flavour, source = _flavour(facts)
+    flavour, source = _flavour(node, facts)
     items.append(_item("kernel_module", exp.kernel_module, flavour, source))
     cuda = profile.components.get("cuda") if profile is not None else None
     toolkits = facts.get("cuda_toolkits") or {}
