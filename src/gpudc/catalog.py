@@ -24,8 +24,6 @@ from gpudc.resources import shipped
 if TYPE_CHECKING:
     from gpudc.project import Project
 
-# Deprecated, kept only until its last reader moves: the OS list is the os/ entries (current_os_catalog().names).
-OS_NAMES = ("ubuntu2204", "ubuntu2404", "debian12")
 #: Roles whose packages a profile pins, in install order.
 PACKAGE_ROLES = (
     "driver",

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gpudc.catalog import OS_NAMES, PACKAGE_ROLES, Profile, current_catalog
+from gpudc.catalog import PACKAGE_ROLES, Profile, current_catalog, current_os_catalog
 from gpudc.errors import InputError
 
 FORMATS = ("json", "apt-preferences", "ansible-vars")
@@ -69,7 +69,7 @@ def _check_os(profile: Profile, os_name: str | None, fmt: str) -> str:
     if os_name not in profile.os:
         raise InputError(
             f"--os {os_name!r}: profile {profile.name!r} pins no packages for it "
-            f"(it has {', '.join(sorted(profile.os))}; gpudc knows {', '.join(OS_NAMES)})"
+            f"(it has {', '.join(sorted(profile.os))}; gpudc knows {', '.join(current_os_catalog().names)})"
         )
     return os_name
 
