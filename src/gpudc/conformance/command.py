@@ -212,9 +212,22 @@ def load_report(path: Path) -> tuple[bytes, dict[str, Any]]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a JSON document ({str(exc).splitlines()[0]})") from None
     problems = report_problems(doc)
+    if not problems:
+        problems = _schema_problems(doc)
     if problems:
         raise InputError([f"{path}: not a gpudc conformance report: {p}" for p in problems])
     return data, doc
+
+
+def _schema_problems(doc: dict[str, Any]) -> list[str]:
+    """Where the document departs from the published JSON Schema (schema/conformance.schema.json)."""
+    import jsonschema
+
+    from gpudc.resources import shipped
+
+    schema = json.loads((shipped("schema") / "conformance.schema.json").read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}" for e in errors[:10]]
 
 
 def _read(path: Path, what: str) -> bytes:
