@@ -15,8 +15,10 @@ from gpudc.lab import gpu_state
 from gpudc.plan import load_plan
 from gpudc.validate import checks, probe_script
 from gpudc.validate.checks import evaluate
-from gpudc.validate.crossnode import RAIL_MARK, Rail, ib_script, node_sets, split_rails
+from gpudc.validate.crossnode import RAIL_MARK, CrossNode, Rail, ib_script, node_sets, split_rails
+from gpudc.validate.fanout import SshOptions
 from gpudc.validate.floors import sku_floor
+from gpudc.validate.types import Finding
 
 from .conftest import FIXTURES, healthy_facts
 
@@ -108,10 +110,20 @@ def test_low_figures_fail_with_figure_floor_gpu_and_action(policy, h200) -> None
     assert ("perf:nvbw_h2d", 5, "drain") in fails
     assert ("perf:nccl_busbw", None, "reset_gpu") in fails
     d2d = {f.gpu for f in v.findings if f.check == "perf:nvbw_d2d" and f.severity == "fail"}
-    assert 2 in d2d
+    assert d2d == {2}  # GPU 2 is slow with every partner; its partners are fine with the others
     msg = next(f.message for f in v.findings if f.check == "perf:nvbw_h2d" and f.severity == "fail")
     assert "27.68 GB/s" in msg and "floor 48 GB/s" in msg
     assert v.action == "reset_gpu"
+
+
+def test_one_slow_gpu_pair_blames_both_ends(policy, h200) -> None:
+    facts = _full()
+    facts["nvbandwidth"]["tests"]["device_to_device_memcpy_read_ce"]["cells"] = [
+        [i, j, 190.0 if {i, j} == {3, 6} else 395.1] for i in range(8) for j in range(8) if i != j
+    ]
+    v = evaluate("h", facts, h200, policy)
+    low = {(f.gpu, f.value) for f in v.findings if f.check == "perf:nvbw_d2d" and f.severity == "fail"}
+    assert low == {(3, 190.0), (6, 190.0)}
 
 
 def test_tool_that_gave_no_figure_is_not_measured(policy, h200) -> None:
@@ -163,6 +175,23 @@ def test_sets_are_nvlink_domains_else_pools() -> None:
     assert sorted(sorted(n.name for n in v) for v in sets.values()) == [
         ["gb200-01", "gb200-02"], ["h200-01", "h200-02"]
     ]
+
+
+def test_a_slow_set_goes_to_the_members_whose_own_measurements_fail(policy) -> None:
+    cross = CrossNode(SshOptions(), policy)
+    cross.set_of = {n: ("a", "b", "c") for n in "abc"} | {n: ("d", "e") for n in "de"}
+
+    def low() -> Finding:
+        return Finding("perf:nccl_multinode", "fail", "all_reduce busbw across 3 nodes: 184 GB/s (floor 330 GB/s): below the floor",
+                    policy.rule("nccl_multinode_low").action, None, "a, b, c", 184.0, 330.0, "GB/s")
+
+    found = {n: [low()] for n in "abcde"}
+    out = cross.attribute_sets(found, {"b", "x"})
+    fails = {n for n, items in out.items() for f in items if f.severity == "fail"}
+    assert fails == {"b", "d", "e"}  # d, e: no member of their set is named, so both keep it
+    a = out["a"][0]
+    assert (a.severity, a.action, a.value, a.floor) == ("info", "none", 184.0, 330.0)
+    assert a.message.endswith("below the floor, attributed to b (own measurements fail)")
 
 
 # -- the lab's stand-in tools ----------------------------------------------------------------------

@@ -133,13 +133,17 @@ class CrossNode:
         self.addresses = dict(addresses or {})
         self.timeout = timeout
         self.port0 = int(policy.threshold("ib_pair_port"))
+        self.set_of: dict[str, tuple[str, ...]] = {}  # node -> the members of its NCCL set
 
     def _target(self, node: Node) -> Target:
         return Target(node.name, self.addresses.get(node.name, node.ssh_address))
 
-    def _finding(self, rule: str, message: str, evidence: str = "", figure: tuple[float, float | None, str] | None = None) -> Finding:
+    def _finding(
+        self, rule: str, message: str, evidence: str = "", figure: tuple[float, float | None, str] | None = None,
+        check: str = "",
+    ) -> Finding:
         r = self.policy.rule(rule)
-        f = Finding("", r.severity, message, r.action, None, evidence[:200])
+        f = Finding(check, r.severity, message, r.action, None, evidence[:200])
         if figure is not None:
             f.value, f.floor, f.unit = figure
         return f
@@ -187,7 +191,8 @@ class CrossNode:
                     for name in (r.server, r.client):
                         other = r.client if name == r.server else r.server
                         found[name].append(
-                            self._finding("not_measured", f"not measured: ib_write_bw rail {r.rail} with {other}: {r.error}")
+                            self._finding("not_measured", f"not measured: ib_write_bw rail {r.rail} with {other}: {r.error}",
+                                          check=f"perf:ib_write_bw:rail{r.rail}")
                         )
                 elif floor is not None and r.gbps < floor.value:
                     suspects += [(r.server, r.client, r), (r.client, r.server, r)]
@@ -216,7 +221,7 @@ class CrossNode:
                     if second is None or second.gbps is None:
                         found[sus].append(self._finding(
                             "not_measured", f"not measured: ib_write_bw rail {rail} with {ref}: "
-                            f"{second.error if second else 'no result'}"))
+                            f"{second.error if second else 'no result'}", check=f"perf:ib_write_bw:rail{rail}"))
                     elif floor is not None and second.gbps < floor.value:
                         f = self._figure(sus, ref, second, floor, ok=False)
                         partner = first.client if first.server == sus else first.server
@@ -252,6 +257,8 @@ class CrossNode:
             results = fan.run(targets, lambda t: self._mpirun(heads[t.name]))
             for res in results:
                 members = heads[res.name]
+                for m in members:
+                    self.set_of[m.name] = tuple(x.name for x in members)
                 names = ", ".join(m.name for m in members)
                 parsed = probe_script.parse_nccl(res.stdout) if res.status == "ok" else {}
                 busbw = parsed.get("busbw_gbps")
@@ -261,7 +268,8 @@ class CrossNode:
                     if busbw is None:
                         why = _why(res, res.stdout or None) if res.status == "ok" else f"{res.status}: {res.message}"
                         found[m.name].append(self._finding(
-                            "not_measured", f"not measured: NCCL all_reduce across {len(members)} nodes ({names}): {why}"))
+                            "not_measured", f"not measured: NCCL all_reduce across {len(members)} nodes ({names}): {why}",
+                            check="perf:nccl_multinode"))
                         continue
                     bar = f"floor {floor.value:g} GB/s" if floor else "no floor for this SKU"
                     text = f"all_reduce busbw across {len(members)} nodes: {busbw:g} GB/s ({bar})"
@@ -286,6 +294,25 @@ class CrossNode:
             "command -v mpirun >/dev/null 2>&1 || { echo '" + MISSING_MARK + " mpirun@@'; exit 0; }\n"
             f"timeout {self.timeout:g} " + " ".join(shlex.quote(a) for a in args) + " 2>&1"
         )
+
+    def attribute_sets(self, found: Mapping[str, list[Finding]], suspects: set[str]) -> dict[str, list[Finding]]:
+        """A set's all_reduce below its floor does not say which member is slow. The members
+        whose own measurements fail (`suspects`: node-local NCCL/nvbandwidth, pair tests) keep
+        the fail; the others keep the figure as info naming them. With no suspect in the set,
+        every member keeps the fail (nothing tells them apart)."""
+        out: dict[str, list[Finding]] = {}
+        for name, items in found.items():
+            named = sorted(set(self.set_of.get(name, ())) & suspects)
+            kept: list[Finding] = []
+            for f in items:
+                if f.check == "perf:nccl_multinode" and f.severity == "fail" and f.value is not None \
+                        and named and name not in suspects:
+                    text = f.message.removesuffix(": below the floor")
+                    f = replace(f, severity="info", action="none",
+                                message=f"{text}: below the floor, attributed to {', '.join(named)} (own measurements fail)")
+                kept.append(f)
+            out[name] = kept
+        return out
 
     def run(self, nodes: Sequence[Node]) -> dict[str, list[Finding]]:
         """Both measurements; findings per node name."""

@@ -169,16 +169,19 @@ def validate(
         with FanOut(ssh) as fan, _progress(len(targets), progress, console) as on_result:
             results = fan.run(targets, lambda t: commands[t.name], probe_source().encode(), on_result)
         extra: dict[str, list[Finding]] = {}
+        cross: CrossNode | None = None
         if level == "full" and cross_node:
             # pair and set measurements among the nodes that answered the probe
             probed = [by_name[r.name] for r in results if r.status == "ok"]
-            extra = CrossNode(ssh, policy, addresses, cross_node_timeout).run(probed)
+            cross = CrossNode(ssh, policy, addresses, cross_node_timeout)
+            extra = cross.run(probed)
         run_id = history.start_run(plan.site.stack, plan.site.name, level, len(nodes)) if history else None
         verdicts: list[Verdict] = []
         all_facts: dict[str, dict[str, Any]] = {}
         flapping: dict[str, int] = {}
         window = _threshold(policy, "flapping_window")
         min_flips = _threshold(policy, "flapping_min_flips")
+        judged: list[tuple[Node, Verdict | None, bool, float | None, list[str]]] = []
         for result in results:
             node = by_name[result.name]
             facts, verdict = _facts_or_verdict(result)
@@ -190,9 +193,18 @@ def validate(
                 boot_time = float(boot) if isinstance(boot, int | float) else None
                 view = history.view(node.name, boot_time, before_run=run_id) if history else None
                 verdict = checks.evaluate(node.name, facts, node.expected, policy, view)
-                if extra.get(node.name):
-                    verdict = Verdict.from_findings(node.name, [*verdict.findings, *extra[node.name]])
                 xid_ids = checks.reported_xid_ids(facts, policy)
+            judged.append((node, verdict, facts is not None, boot_time, xid_ids))
+        if cross is not None:
+            # a set's all_reduce below its floor goes to the members whose own measurements fail
+            suspects = {
+                node.name for node, v, _, _, _ in judged for f in [*(v.findings if v else []), *extra.get(node.name, [])]
+                if f.severity == "fail" and f.check.startswith("perf:") and f.check != "perf:nccl_multinode"
+            }
+            extra = cross.attribute_sets(extra, suspects)
+        for node, verdict, probed_ok, boot_time, xid_ids in judged:
+            if probed_ok and verdict is not None and extra.get(node.name):
+                verdict = Verdict.from_findings(node.name, [*verdict.findings, *extra[node.name]])
             assert verdict is not None
             if history is not None and run_id is not None:
                 recent = [*history.recent_verdicts(node.name, window - 1), verdict.verdict]

@@ -89,6 +89,23 @@ def _worst_by_gpu(cells: list[list[float]], host: bool) -> dict[int, float]:
     return worst
 
 
+def _slow_d2d(cells: list[list[float]], floor: float) -> list[tuple[int, float]]:
+    """The GPUs a D2D matrix blames, with their figure. A pair is as slow as its slower end, so
+    a GPU is slow when even its best pair is below the floor (one slow GPU drags every pair
+    it is in, and its partners are fine with the others). A low pair whose both ends have a
+    good pair elsewhere (one bad path) blames both ends, with the pair's figure."""
+    best: dict[int, float] = {}
+    for cell in cells:
+        row, col, value = int(cell[0]), int(cell[1]), float(cell[2])
+        for gpu in (row, col):
+            best[gpu] = max(best.get(gpu, value), value)
+    slow = {g: v for g, v in best.items() if v < floor}
+    if not slow:
+        low = _worst_by_gpu(cells, host=False)
+        slow = {g: v for g, v in low.items() if v < floor}
+    return sorted(slow.items())
+
+
 def _nvbandwidth(ctx: Context, sku: str | None) -> list[Finding]:
     nvbw: Any = ctx.facts.get("nvbandwidth")
     full = ctx.facts["level"] == "full"
@@ -109,7 +126,12 @@ def _nvbandwidth(ctx: Context, sku: str | None) -> list[Finding]:
             continue
         floor = sku_floor(sku, metric)
         worst = _worst_by_gpu(body["cells"], host=metric != "nvbw_d2d")
-        low = [(g, v) for g, v in sorted(worst.items()) if floor is not None and v < floor.value]
+        if floor is None:
+            low: list[tuple[int, float]] = []
+        elif metric == "nvbw_d2d":
+            low = _slow_d2d(body["cells"], floor.value)
+        else:
+            low = [(g, v) for g, v in sorted(worst.items()) if v < floor.value]
         bar = floor.value if floor else None
         for gpu, value in low:
             text = f"{label} GPU {gpu}: {figure_text(value, floor, 'GB/s')}: below the floor"
