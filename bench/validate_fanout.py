@@ -274,7 +274,7 @@ def inside(args: argparse.Namespace) -> int:
         print(f"{n} nodes on loopback: one sshd answers as every node (the address dialled picks it)", flush=True)
         print(f"OpenSSH tuned: {' '.join(TUNED)}", flush=True)
         print("\nA. fan-out: each node reads the probe from stdin and answers with a recorded probe output;"
-              f"\n   gpudc and tuned OpenSSH side by side, {args.rounds} rounds, the order alternating", flush=True)
+              f"\n   gpudc and tuned OpenSSH side by side in {args.rounds} round(s), the order alternating", flush=True)
 
         def gpudc() -> Run:
             return measured(replay.pid, n, gpudc=lambda: run_gpudc(plan, key, known, p, 2222))
@@ -282,6 +282,12 @@ def inside(args: argparse.Namespace) -> int:
         def openssh(extra: list[str]) -> Run:
             return measured(replay.pid, n, openssh=lambda: run_openssh(tmp, key, known, n, p, 2222, extra))
 
+        m = min(n, args.latency_nodes)
+        print(f"\n   one node at a time first ({m} nodes, pool 1, -P 1): the time a node takes, unloaded", flush=True)
+        g_seq = run_gpudc(bench_plan(m), key, known, 1, 2222)[0]
+        o_seq = run_openssh(tmp, key, known, m, 1, 2222, TUNED)[0]
+        print(f"{'  gpudc validate (pool 1):'.ljust(LABEL)} {1000 * g_seq / m:6.0f} ms/node", flush=True)
+        print(f"{'  OpenSSH ssh (tuned), one by one:'.ljust(LABEL)} {1000 * o_seq / m:6.0f} ms/node", flush=True)
         g_label = f"  gpudc validate (paramiko, pool {p}):".ljust(LABEL)
         o_label = f"  OpenSSH xargs -P {p} (tuned):".ljust(LABEL)
         ratios: list[float] = []
@@ -318,6 +324,8 @@ def inside(args: argparse.Namespace) -> int:
         print(f"gpudc fan-out: {g_median:.1f} s for {n} nodes, median of {args.rounds} (target <= {30 * n / 1000:.0f} s)")
         print(f"gpudc controller CPU: {g_cpu:.1f} ms/node, median (target <= 5 ms); "
               f"tuned OpenSSH ssh+sh+xargs: {o_cpu:.1f} ms/node ({o_cpu / g_cpu:.1f}x gpudc's)")
+        print(f"one node at a time: gpudc {1000 * g_seq / m:.0f} ms/node, tuned OpenSSH {1000 * o_seq / m:.0f} ms/node "
+              f"({o_seq / g_seq:.2f}x)")
         print(f"ratio vs OpenSSH xargs (tuned: {TUNED_NAME}): median {statistics.median(ratios):.2f}x "
               f"of {', '.join(f'{x:.2f}x' for x in ratios)} (target >= 1.3x)")
         if o_default is not None:
@@ -352,6 +360,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=64)
     parser.add_argument("--forks", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds of gpudc and tuned OpenSSH")
+    parser.add_argument("--latency-nodes", type=int, default=40, help="nodes probed one at a time first")
     parser.add_argument("--skip-ansible", action="store_true")
     parser.add_argument("--skip-default-kex", action="store_true",
                         help="leave out the (slow, information only) OpenSSH run with its default kex")
