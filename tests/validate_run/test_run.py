@@ -57,6 +57,7 @@ config:
   gpudc:networks:
     oob: {prefixes: [127.0.1.0/24], reserve: 10}
     inband: {prefixes: [127.0.0.0/24], reserve: 0}
+    boot_servers: [127.0.0.200]  # reserve 0 keeps the nodes at 127.0.0.1-4; the boot server sits apart
   gpudc:naming:
     node: "{pool}-{index:02d}"
 """
