@@ -21,7 +21,10 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_default_size_is_the_stacks_nodes(run_dir: Path) -> None:
     stack, plan = api.lab_plan("lab", None)
-    assert stack == "lab"
+    # the lab records its stack as a file: the project's lab stack (here, this checkout's)
+    from gpudc.project import require_project
+
+    assert Path(stack) == require_project().stack_file("lab")
     assert [n.name for n in plan.nodes] == ["h200-01", "h200-02", "gb200-01", "gb200-02"]
 
 
@@ -39,6 +42,17 @@ def test_sixteen_hosts_come_from_a_derived_stack_inside_the_lab_range(run_dir: P
     from gpudc.plan import load_plan
 
     assert [n.name for n in load_plan(stack).nodes] == names
+
+
+def test_outside_a_project_the_lab_follows_the_shipped_example(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpudc.resources import shipped
+
+    monkeypatch.chdir(tmp_path)
+    stack, plan = api.lab_plan("lab", None)
+    assert Path(stack) == shipped("examples") / "Pulumi.lab.yaml"
+    assert len(plan.nodes) == 4
 
 
 def test_fewer_hosts_take_the_first_nodes(run_dir: Path) -> None:
