@@ -35,6 +35,8 @@ from gpudc.plan.types import Plan
 from gpudc.project import site_state_dir
 
 DRAIN_FILE = "drained-nodes"
+#: Reasons gpudc gives on its own (no `--reason`): the drain reason then names the finding.
+GENERIC_REASONS = frozenset({"", "reprovision", "validate --reprovision-failed"})
 REASON_PREFIX = "gpudc: "
 _MAX_REASON = 200
 
@@ -378,7 +380,10 @@ def _slurm_client(plan: Plan) -> list[str]:
 
 def drain_reason(node: str, base: str, drainer: Drainer, history: Path | None = None) -> str:
     """The drain reason: `base` plus the finding that asks for it: the reason the node is drained
-    with already (gpudc-probe's, or an operator's), else the first failure of its latest verdict."""
+    with already (gpudc-probe's, or an operator's), else the first failure of its latest verdict.
+    A reason the operator wrote (`--reason`) is taken as it is."""
+    if base.strip() not in GENERIC_REASONS:
+        return clean_reason(base)
     finding = None
     with contextlib.suppress(GpudcError, OSError):
         current = drainer.current_reason(node)
