@@ -32,7 +32,15 @@ whose nodes do that work themselves, sees.
 Target: gpudc <= 30 s for 1,000 nodes, >= 1.3x tuned OpenSSH fan-out with <= 5 ms controller
 CPU per node, >= 5x Ansible. Prints the ratios.
 
-MEASURED
+Measured 2026-12-01 on the 2-core development machine (shared: others' test runs, load average
+2-80 during the runs), 1,000 nodes, 5 rounds:
+  A. one node at a time: gpudc 33-40 ms/node, tuned OpenSSH 138-150 ms/node
+     side by side: gpudc 12.4-12.6 s (median), 2.9-3.0 ms controller CPU/node; tuned OpenSSH
+     11.3 ms/node of client CPU; median ratio 1.61x (rounds 1.42-1.97x) in one run, 2.46x
+     (2.33-2.89x) in another; OpenSSH with its default kex 138.0 s (11.1x)
+     Before (same script, the fan-out as of 2026-11-28): gpudc 12.1 s, 4.4 ms/node, 1.19x
+  B. real probe on every node: gpudc 54-61 s; ansible -m command --forks 50: 299.7 s (4.94x; an
+     earlier run 320.2 s, 5.69x)
 In B the probe's own CPU on the 1,000 "nodes" (~0.1 s each, all on these 2 cores) bounds the time;
 on a real site that work runs on the nodes, which is what A models.
 """
