@@ -3,7 +3,6 @@ only: no lab needed), node facts as the collector reports them, and the commands
 
 from __future__ import annotations
 
-import argparse
 import copy
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from gpudc.catalog import current_catalog
 from gpudc.conformance.collect import required_services
-from gpudc.errors import GpudcError, InputError
 from gpudc.plan import load_plan
 from gpudc.plan.types import Node, Plan
 
@@ -70,25 +68,10 @@ def facts_copy(facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def gpudc(argv: list[str]) -> int:
-    """`gpudc ARGV` through this area's register(), mapping errors as gpudc.cli.main does."""
-    from gpudc.conformance import command
+    """`gpudc ARGV` as the command runs it (gpudc.cli.main: parsing, exit codes, messages)."""
+    from gpudc.cli import main
 
-    parser = argparse.ArgumentParser(prog="gpudc")
-    command.register(parser.add_subparsers(dest="command"))
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
+        return main(argv)
+    except SystemExit as exc:  # argparse's usage errors
         return int(exc.code or 0)
-    try:
-        return int(args.handler(args))
-    except InputError as exc:
-        import sys
-
-        for problem in exc.problems:
-            sys.stderr.write(f"gpudc: {problem}\n")
-        return 2
-    except GpudcError as exc:
-        import sys
-
-        sys.stderr.write(f"gpudc: {exc}\n")
-        return exc.exit_code
