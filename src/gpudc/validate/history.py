@@ -198,27 +198,36 @@ class History:
     ) -> None:
         """Store one node's verdict and findings, its boot time (from the probe) and the ids of
         the XID events this run reported (gpudc.validate.checks.reported_xid_ids)."""
+        self.record_many(run_id, [(verdict, boot_time, xid_ids)])
+
+    def record_many(
+        self, run_id: int, items: Iterable[tuple[Verdict, float | None, Iterable[str]]]
+    ) -> None:
+        """`record` for many nodes in one transaction (one commit for a whole collected run)."""
         conn = self.connection
+        now = time.time()
+        verdicts: list[tuple[Any, ...]] = []
+        findings: list[tuple[Any, ...]] = []
+        xids: list[tuple[Any, ...]] = []
+        for verdict, boot_time, xid_ids in items:
+            verdicts.append((run_id, verdict.node, verdict.verdict, verdict.action, boot_time, now))
+            findings.extend((run_id, verdict.node, i, f.check, f.severity, f.action, f.gpu, f.message, f.evidence)
+                            for i, f in enumerate(verdict.findings))
+            xids.extend((verdict.node, str(i), run_id) for i in xid_ids)
         conn.execute("BEGIN")
         try:
-            conn.execute(
+            conn.executemany(
                 "INSERT OR REPLACE INTO verdicts (run_id, node, verdict, action, boot_time, time) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, verdict.node, verdict.verdict, verdict.action, boot_time, time.time()),
+                verdicts,
             )
-            conn.execute("DELETE FROM findings WHERE run_id = ? AND node = ?", (run_id, verdict.node))
+            conn.executemany("DELETE FROM findings WHERE run_id = ? AND node = ?", [v[:2] for v in verdicts])
             conn.executemany(
                 "INSERT INTO findings (run_id, node, seq, check_name, severity, action, gpu, message, evidence) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (run_id, verdict.node, i, f.check, f.severity, f.action, f.gpu, f.message, f.evidence)
-                    for i, f in enumerate(verdict.findings)
-                ],
+                findings,
             )
-            conn.executemany(
-                "INSERT OR IGNORE INTO xid_events (node, id, first_run) VALUES (?, ?, ?)",
-                [(verdict.node, str(i), run_id) for i in xid_ids],
-            )
+            conn.executemany("INSERT OR IGNORE INTO xid_events (node, id, first_run) VALUES (?, ?, ?)", xids)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
