@@ -8,6 +8,7 @@ this file only parses, dispatches and maps errors to exit codes (DESIGN.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from gpudc import __version__
 from gpudc.errors import GpudcError, InputError
-from gpudc.project import current_project, use_project
+from gpudc.project import current_project, project_at
 
 #: Areas that contribute subcommands, in the order `gpudc --help` lists them.
 COMMAND_MODULES = (
@@ -29,6 +30,7 @@ COMMAND_MODULES = (
     "gpudc.conformance.command",
     "gpudc.project.command",
     "gpudc.burnin.command",
+    "gpudc.upgrade.command",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -77,12 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    project_dir = getattr(args, "project", None)
     try:
-        project_dir = getattr(args, "project", None)
-        use_project(project_dir)
-        if project_dir is not None:
-            current_project()  # a --project without a Pulumi.yaml is bad input, before any work
-        return handler(args)
+        # --project holds for this command only (main may be called again in one process)
+        with project_at(project_dir) if project_dir is not None else contextlib.nullcontext():
+            if project_dir is not None:
+                current_project()  # a --project without a Pulumi.yaml is bad input, before any work
+            return handler(args)
     except InputError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"gpudc: {problem}\n")

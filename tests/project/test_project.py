@@ -4,6 +4,7 @@ the catalog overlay (adds, overrides, sources, broken overlays) and `gpudc catal
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,20 @@ from gpudc.resources import shipped
 
 
 @pytest.fixture(autouse=True)
-def _no_chosen_project() -> None:
+def _no_chosen_project() -> Iterator[None]:
     use_project(None)
+    yield
+    use_project(None)
+
+
+def test_project_option_holds_for_one_command_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gpudc.project import current_project
+
+    site = new_project(tmp_path, capsys)
+    before = current_project()
+    code, _, err = gpudc(capsys, "--project", str(site), "stacks")
+    assert code == 0, err
+    assert current_project() == before  # main() called again in this process sees no leftover
 
 
 def gpudc(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
