@@ -1,8 +1,10 @@
 """`gpudc reprovision` end to end on the lab: real BMCs (Redfish), real reimage, real sshd with the
-pre-seeded host keys, real ansible-runner with reprovision.yml, the real validator.
+pre-seeded host keys, real ansible-runner with reprovision.yml, the real validator, and the lab's
+real Slurm (slurmctld in its container, slurmd on each host): drained and resumed are what
+slurmctld says, read through the drainer the product uses (`drainer_for(plan)`).
 
-Each test leaves the nodes it used as it found them: powered on, no faults, not drained, no
-unfinished reprovision state.
+Each test leaves the nodes it used as it found them: powered on, no faults, resumed in Slurm
+(slurmd registered, idle), no unfinished reprovision state.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import pytest
 
 from gpudc import secrets
 from gpudc.lab import api, hosts
+from gpudc.lab import slurm as lab_slurm
 from gpudc.lab import state as lab_state
-from gpudc.reprovision.drain import FileDrainer
+from gpudc.plan import load_plan
+from gpudc.reprovision.drain import NodeState, SlurmDrainer, clean_reason, drainer_for
 from gpudc.reprovision.state import StateStore
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
@@ -92,19 +96,52 @@ def _fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
+def _slurm(lab: dict[str, Any]) -> SlurmDrainer:
+    """The drainer `gpudc reprovision` uses on the lab: Slurm, through the lab's client wrapper."""
+    drainer = drainer_for(load_plan(lab["stack"]))
+    assert isinstance(drainer, SlurmDrainer), f"the lab runs Slurm; reprovision drains with {drainer.name}"
+    return drainer
+
+
+def _state(lab: dict[str, Any], node: str) -> NodeState:
+    return _slurm(lab).state(node)
+
+
+def _gres(node: str) -> str:
+    out = lab_slurm.client("sinfo", "--noheader", "--Node", f"--nodes={node}", "--format=%G", timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def _restore(lab: dict[str, Any], nodes: list[str]) -> None:
     store = StateStore.for_site(lab["site"])
-    drainer = FileDrainer.for_site(lab["site"])
+    slurm = _slurm(lab)
     for node in nodes:
         if api.power_state(node) != "On":
             api.power(node, "On")
         api.set_boot_override(node, "Hdd")
         api.clear(node)
-        drainer.resume(node)
         store.path(node).unlink(missing_ok=True)
     for node in nodes:
         address = _host(lab, node)["address"]
         _wait(lambda a=address: hosts.ssh_ready(a), 90, f"{node} answering SSH")
+    # slurmd on each node (a node a killed run left reimaged but not provisioned has none yet)
+    missing = [n for n in nodes if api.run_on(n, "systemctl is-active --quiet slurmd", timeout=30).returncode != 0]
+    if missing:
+        from gpudc.access import site_access
+        from gpudc.provision.runner import run_provision
+
+        plan = load_plan(lab["stack"])
+        result = run_provision(plan, access=site_access(plan), limit=",".join(missing))
+        assert result.exit_code == 0, f"site.yml on {missing} failed: {result.failures[-3:]}"
+    for node in nodes:
+        # a restart: slurmd registers the node as it is now (its GPUs back), as reprovision does
+        assert api.run_on(node, "systemctl restart slurmd", timeout=60).returncode == 0
+    for node in nodes:
+        slurm.wait_registered(node, 60)
+        slurm.resume(node)
+        slurm.wait_resumed(node, 90)
+        assert _state(lab, node).in_service
 
 
 #: The nodes each test uses; only those are reset before and after it (other areas' lab tests may
@@ -156,12 +193,18 @@ def test_faulted_node_comes_back_healthy_with_its_host_key_while_another_node_is
     run = StateStore.for_site(lab["site"]).load(node)
     assert run is not None and run.status == "resumed"
     assert _fingerprint(public) in run.steps["wait_ssh"].detail
-    assert node not in FileDrainer.for_site(lab["site"]).entries()
+    # drained in Slurm with the operator's reason while it was worked on, back in service after
+    assert "slurm: gpudc: xid 79" in run.steps["drain"].detail
+    assert "slurmd restarted" in run.steps["resume"].detail and "-> IDLE" in run.steps["resume"].detail
+    state = _state(lab, node)
+    assert state.in_service and state.flags == {"IDLE"}, state
+    assert _gres(node) == "gpu:h200:8"
     # each step was printed with its time
     for step in ("check", "drain", "reimage", "wait_ssh", "provision", "validate", "resume"):
         assert f" {step} " in proc.stderr
-    # the node that was down was not touched and did not block
+    # the node that was down was not touched and did not block (not drained by gpudc either)
     assert api.power_state(other) == "Off" and _generation(other) == other_before
+    assert "DRAIN" not in _state(lab, other).flags
     print(f"reprovision of {node}: {took:.1f}s; steps {out['steps']}")
 
 
@@ -176,10 +219,16 @@ def test_hardware_fault_that_survives_reimage_ends_drained_with_rma(clean: dict[
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert (out["status"], out["verdict"], out["action"]) == ("drained", "fail", "rma")
     assert _generation(node) == before + 1
-    since_reason = FileDrainer.for_site(lab["site"]).entries()[node]
-    assert since_reason[1].startswith("gpudc: rma: ")
+    # drained in Slurm (no job lands on it), the reason naming the finding
+    state = _state(lab, node)
+    assert state.drained, state
+    assert state.reason.startswith("gpudc: rma: ") and out["message"], state.reason
+    assert state.reason == clean_reason(f"rma: {out['message']}")  # the verdict's first failure
     run = StateStore.for_site(lab["site"]).load(node)
     assert run is not None and run.status == "drained" and run.action == "rma"
+    assert "left drained, action rma" in run.steps["resume"].detail
+    time.sleep(3)  # and it stays drained (gpudc-probe's health check keeps an existing drain)
+    assert _state(lab, node).drained
 
 
 def test_second_node_of_the_domain_waits_and_a_killed_run_completes_on_rerun(clean: dict[str, Any],
@@ -203,7 +252,7 @@ def test_second_node_of_the_domain_waits_and_a_killed_run_completes_on_rerun(cle
         time.sleep(3)
         assert b.poll() is None
         assert store.load(second) is None
-        assert second not in FileDrainer.for_site(lab["site"]).entries()
+        assert _state(lab, second).in_service  # not drained in Slurm
         assert _generation(second) == gen_second
         _kill_tree(b, signal.SIGTERM)
         b = None
@@ -217,15 +266,16 @@ def test_second_node_of_the_domain_waits_and_a_killed_run_completes_on_rerun(cle
     run = store.load(first)
     assert run is not None and run.status == "running" and run.last_done() == "wait_ssh", (
         (tmp_path / "a.log").read_text()[-2000:])
-    assert first in FileDrainer.for_site(lab["site"]).entries()  # still drained
-    proc = _cli("reprovision", first, "--stack", "lab", "--yes", "--json", "-")
-    assert "Traceback" not in proc.stderr
-    out = _outcome(proc)
+    assert "DRAIN" in _state(lab, first).flags  # still drained in Slurm
+    rerun = _cli("reprovision", first, "--stack", "lab", "--yes", "--json", "-")
+    assert "Traceback" not in rerun.stderr
+    out = _outcome(rerun)
     assert out["resumed_from"] == "provision" and out["run"] == run.run
-    assert "continuing run" in proc.stderr
+    assert "continuing run" in rerun.stderr
     assert _generation(first) == gen_first + 1  # not reimaged again
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert out["status"] == "resumed"
+    assert _state(lab, first).in_service and _state(lab, second).in_service
 
 
 def test_bmc_unreachable_is_a_clean_error_and_nothing_else_is_touched(clean: dict[str, Any]) -> None:
@@ -233,6 +283,8 @@ def test_bmc_unreachable_is_a_clean_error_and_nothing_else_is_touched(clean: dic
     node = "h200-02"
     bmc_address = _host(lab, node)["bmc_url"].split("//", 1)[1].rsplit(":", 1)[0]
     before = {h["name"]: (_generation(h["name"]), api.power_state(h["name"])) for h in lab["hosts"]}
+    drained_before = {h["name"]: "DRAIN" in _state(lab, h["name"]).flags for h in lab["hosts"]}
+    assert not drained_before[node]
     # the BMC's address disappears from the lab bridge: its Redfish service cannot be reached
     subprocess.run(["ip", "addr", "del", f"{bmc_address}/32", "dev", "gpudc-lab0"], check=True, timeout=10)
     try:
@@ -249,9 +301,11 @@ def test_bmc_unreachable_is_a_clean_error_and_nothing_else_is_touched(clean: dic
     password = Path(lab["bmc_password_file"]).read_text().strip()
     assert password not in proc.stderr + proc.stdout
     assert took < 120
-    assert node in FileDrainer.for_site(lab["site"]).entries()  # stays drained
+    state = _state(lab, node)
+    assert state.drained and state.reason.startswith("gpudc: reprovision"), state  # stays drained
     run = StateStore.for_site(lab["site"]).load(node)
     assert run is not None and run.status == "error" and run.last_done() == "drain"
     after = {h["name"]: (_generation(h["name"]), api.power_state(h["name"])) for h in lab["hosts"]}
     assert after == before  # nothing else touched, and the node itself not power-cycled
-    assert set(FileDrainer.for_site(lab["site"]).entries()) == {node}
+    drained_after = {h["name"]: "DRAIN" in _state(lab, h["name"]).flags for h in lab["hosts"]}
+    assert drained_after == {**drained_before, node: True}  # only this node drained in Slurm

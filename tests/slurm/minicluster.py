@@ -114,6 +114,21 @@ class MiniCluster:
             raise
         return self
 
+    def restart_slurmd(self) -> None:
+        """Stop our slurmd (by its PID) and start it again: it registers the node afresh (gres.conf re-read)."""
+        assert len(self.pids) == 3, "the cluster is not up"
+        pid = self.pids.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
+        self._daemon("slurmd", "-D", "-N", self.node, "-f", str(self.conf))
+
     def _links(self) -> str:
         assert self.holder is not None
         return subprocess.run(["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "ip", "-o", "link"],

@@ -62,6 +62,42 @@ def test_force_requeues_the_running_job(mini: MiniCluster) -> None:
         d.wait_resumed(NODE, 30)
 
 
+def test_resume_waits_for_a_valid_registration_of_slurmd(mini: MiniCluster) -> None:
+    """Slurm 22.05 refuses State=RESUME (and IDLE) of an INVALID_REG node ("Invalid node state
+    specified"); only a new registration of slurmd with the configured GPUs clears it."""
+    d = SlurmDrainer(client=mini.client, poll_s=0.2, register_timeout=1)
+    gres = mini.root / "gres.conf"
+    good = gres.read_text()
+    try:
+        gres.write_text(good.replace("nvidia[0-3]", "nvidia[0-1]"))  # slurmd finds 2 of the 4 GPUs
+        mini.restart_slurmd()
+        deadline = time.monotonic() + 30
+        while not d.state(NODE).invalid_registration:
+            assert time.monotonic() < deadline, d.state(NODE)
+            time.sleep(0.2)
+        state = d.state(NODE)
+        assert state.drained and "gres/gpu count reported lower than configured (2 < 4)" in state.reason, state
+        with pytest.raises(DrainError, match=r"invalid registration after 1s \(IDLE\+DRAIN\+INVALID_REG: gres/gpu count"):
+            d.resume(NODE)  # bounded by register_timeout, and says why
+        assert d.state(NODE).invalid_registration
+        gres.write_text(good)  # the node back as configured: slurmd registers it again
+        start = d.state(NODE).slurmd_start
+        time.sleep(1.1)  # SlurmdStartTime has whole seconds
+        mini.restart_slurmd()
+        assert "slurmd registered (IDLE+DRAIN" in d.wait_registered(NODE, 30, after=start)
+        d.resume(NODE)
+        assert "-> IDLE after" in d.wait_resumed(NODE, 30)
+        d.resume(NODE)  # in service already: nothing to do (Slurm would refuse RESUME of an IDLE node)
+        assert d.state(NODE).in_service
+    finally:
+        if gres.read_text() != good:
+            gres.write_text(good)
+            mini.restart_slurmd()
+        d.register_timeout = 30
+        d.resume(NODE)
+        d.wait_resumed(NODE, 30)
+
+
 def test_refusals_and_unreachable_controllers_are_drain_errors(mini: MiniCluster) -> None:
     with pytest.raises(DrainError, match="Invalid node name"):
         SlurmDrainer(client=mini.client).drain("gb200-99", "x")
@@ -87,6 +123,11 @@ def test_node_state_reading() -> None:
     assert s.drained and not s.in_service
     assert NodeState.parse("NodeName=a State=IDLE Reason=(null)").in_service
     assert not NodeState.parse("NodeName=a State=IDLE*").in_service
+    s = NodeState.parse("NodeName=a State=IDLE+DRAIN+INVALID_REG SlurmdStartTime=2026-12-01T22:42:26 "
+                        "Reason=gres/gpu count reported lower than configured (0 < 8) [slurm@2026-12-01T22:46:02]")
+    assert s.invalid_registration and s.out_of_service and s.drained and not s.in_service
+    assert s.slurmd_start == "2026-12-01T22:42:26" and s.reason.startswith("gres/gpu count reported lower")
+    assert not NodeState.parse("NodeName=a State=IDLE SlurmdStartTime=None").out_of_service
 
 
 def test_drainer_for_a_site(lab_plan: Plan) -> None:

@@ -4,7 +4,12 @@
   `scontrol update NodeName=N State=DRAIN Reason="gpudc: ..."`, then a bounded wait until the
   node's running jobs have ended (DRAINING -> DRAINED; `force` requeues them instead), and
   `State=RESUME` followed by a bounded wait until slurmctld has the node back (not drained, not
-  down, answering). Its client commands run on PATH or behind the site's `gpudc:slurm.client`
+  down, answering). Slurm refuses to resume a node whose slurmd registered other resources than
+  slurm.conf gives it (INVALID_REG: "gres/gpu count reported lower than configured"), and a
+  registration is only made again when slurmd starts; so a resume first waits (bounded) for a valid
+  registration, and `wait_registered` waits for the one after a slurmd restart (the reprovision
+  workflow restarts slurmd on the node before it resumes). A node not out of service is left as it
+  is (Slurm answers "Invalid node state specified" to resuming one). Its client commands run on PATH or behind the site's `gpudc:slurm.client`
   prefix (`ssh root@slurmctld-01`, the lab's wrapper).
 - `FileDrainer`: a drain list file for sites without a scheduler: `<state dir>/<site>/drained-nodes`,
   one node a line, `NODE<TAB>SINCE (UTC ISO 8601)<TAB>REASON`, lines starting with `#` are
@@ -99,6 +104,7 @@ class NodeState:
 
     state: str  # IDLE, MIXED+DRAIN, DOWN+DRAIN+NOT_RESPONDING ...
     reason: str
+    slurmd_start: str = ""  # SlurmdStartTime: when the node's slurmd last started (registered)
 
     @property
     def flags(self) -> set[str]:
@@ -113,6 +119,16 @@ class NodeState:
         return "DRAIN" in self.flags and not self.flags & _BUSY
 
     @property
+    def invalid_registration(self) -> bool:
+        """slurmd registered other resources than configured: Slurm will not resume the node."""
+        return "INVALID_REG" in self.flags
+
+    @property
+    def out_of_service(self) -> bool:
+        """A state that `State=RESUME` applies to (drained, down or failed)."""
+        return bool(self.flags & {"DRAIN", "DOWN", "FAIL", "FAILING"})
+
+    @property
     def in_service(self) -> bool:
         return "DRAIN" not in self.flags and not self.flags & _OUT and not self.state.endswith("*")
 
@@ -125,7 +141,8 @@ class NodeState:
             reason = reason.split(" Comment=", 1)[0].rsplit(" [", 1)[0].strip()
             if reason == "(null)":
                 reason = ""
-        return cls(state, reason)
+        start = next((w.split("=", 1)[1] for w in text.split() if w.startswith("SlurmdStartTime=")), "")
+        return cls(state, reason, "" if start in ("None", "(null)") else start)
 
 
 class SlurmDrainer:
@@ -137,12 +154,13 @@ class SlurmDrainer:
     name = "slurm"
 
     def __init__(self, scontrol: str = "scontrol", timeout: float = 30.0, *, client: Sequence[str] = (),
-                 force: bool = False, poll_s: float = 1.0) -> None:
+                 force: bool = False, poll_s: float = 1.0, register_timeout: float = 30.0) -> None:
         self.scontrol = scontrol
         self.client = list(client)
         self.timeout = timeout
         self.force = force
         self.poll_s = poll_s
+        self.register_timeout = register_timeout  # how long resume waits for a valid registration
         self.before: dict[str, str] = {}  # node -> its state before gpudc drained it
 
     def _tool(self, name: str) -> list[str]:
@@ -224,9 +242,40 @@ class SlurmDrainer:
                                  f"{', '.join(jobs) or '?'} running; wait longer or requeue them (--force)")
             time.sleep(self.poll_s)
 
+    def wait_registered(self, node: str, timeout: float, after: str | None = None) -> str:
+        """Until slurmctld holds a valid registration of the node's slurmd (no INVALID_REG, answering),
+        made after slurmd start time `after` when given (the restart that asked for it); DrainError,
+        naming slurmctld's reason, when none comes within `timeout`."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while True:
+            now = self.state(node)
+            fresh = after is None or (now.slurmd_start and now.slurmd_start != after)
+            answering = "NOT_RESPONDING" not in now.flags and not now.state.endswith("*")
+            if fresh and answering and not now.invalid_registration:
+                return (f"slurmd registered ({now.state}, started {now.slurmd_start or '?'}) "
+                        f"after {time.monotonic() - t0:.1f}s")
+            if time.monotonic() + self.poll_s > deadline:
+                if now.invalid_registration:
+                    raise DrainError(
+                        f"slurm: {node}: slurmctld still holds an invalid registration after {timeout:g}s "
+                        f"({now.state}: {now.reason or 'no reason given'}); Slurm resumes the node only once its "
+                        "slurmd registers the resources slurm.conf gives it (fix the node or gres.conf, restart slurmd)")
+                what = "no new registration" if not fresh else "slurmd not answering"
+                raise DrainError(f"slurm: {node}: {what} within {timeout:g}s (state {now.state}, slurmd started "
+                                 f"{now.slurmd_start or '?'})")
+            time.sleep(self.poll_s)
+
     def resume(self, node: str) -> None:
-        with contextlib.suppress(DrainError):
-            self.before[node] = self.state(node).state
+        """`State=RESUME` once slurmctld holds a valid registration (bounded by `register_timeout`);
+        nothing to do for a node that is not drained, down or failed."""
+        now = self.state(node)
+        self.before[node] = now.state
+        if now.invalid_registration:
+            self.wait_registered(node, self.register_timeout)
+            now = self.state(node)
+        if not now.out_of_service:
+            return
         self._run(self.resume_argv(node), f"resume {node}")
 
     def wait_resumed(self, node: str, timeout: float) -> str:

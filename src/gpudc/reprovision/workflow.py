@@ -31,7 +31,7 @@ from rich.console import Console
 
 from gpudc.errors import GpudcError, InputError, UnreachableError
 from gpudc.plan.types import Node, Plan
-from gpudc.reprovision.drain import Drainer, DrainError, clean_reason, drain_reason, drainer_for
+from gpudc.reprovision.drain import Drainer, DrainError, SlurmDrainer, clean_reason, drain_reason, drainer_for
 from gpudc.reprovision.state import STEPS, FileLock, NodeRun, StateStore
 from gpudc.validate.types import Finding, Verdict
 
@@ -109,6 +109,9 @@ class Backends:
     wait_ssh: Callable[[Node, float], str]  # -> detail; StepError when it does not come up
     provision: Callable[[Node, float], str]  # -> detail; StepError when the play fails
     validate: Callable[[Node, float], Verdict]
+    #: Before a healthy node is resumed: have the scheduler's node agent register the node afresh
+    #: (Slurm: restart slurmd, wait for slurmctld to take its registration); -> detail.
+    register: Callable[[Node, float], str] | None = None
 
 
 @dataclass(slots=True)
@@ -285,11 +288,18 @@ class _Worker:
         if verdict.verdict == "pass":
             if self.keep_drained:
                 return "healthy; left drained (--keep-drained)"
+            t0 = time.monotonic()
+            registered = ""
             try:
+                if self.b.register is not None:
+                    # the reimaged node's own resources (its GPUs), not what its slurmd saw before
+                    registered = self.b.register(self.node, max(1.0, timeout / 2))
                 self.b.drainer.resume(self.node.name)
-                seen = self.b.drainer.wait_resumed(self.node.name, max(1.0, timeout - 1.0))
+                seen = self.b.drainer.wait_resumed(self.node.name,
+                                                   max(1.0, timeout - (time.monotonic() - t0) - 1.0))
             except DrainError as exc:
                 raise StepError(str(exc)) from None
+            seen = "; ".join(x for x in (registered, seen) if x)
             return f"healthy; back in service ({self.b.drainer.name}{': ' + seen if seen else ''})"
         reason = clean_reason(f"{verdict.action}: {_first_failure(verdict)}")
         try:
@@ -605,12 +615,52 @@ def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer
             raise StepError(f"validate: no verdict for {node.name}")
         return mine[0]
 
+    drainer = drainer or drainer_for(plan)
+    register: Callable[[Node, float], str] | None = None
+    if isinstance(drainer, SlurmDrainer):
+        register = slurmd_restarter(drainer, access)
+
     return Backends(
-        drainer=drainer or drainer_for(plan),
+        drainer=drainer,
+        register=register,
         bmc=bmc,
         wait_ssh=ssh_waiter(access.known_hosts, access.ssh_identity, access.addresses,
                             port=access.ssh_port, user=access.ssh_user, jump=access.jump),
         provision=provision,
         validate=validate,
     )
+
+
+def slurmd_restarter(slurm: SlurmDrainer, access: SiteAccess) -> Callable[[Node, float], str]:
+    """Restart slurmd on a node over SSH and wait (bounded) for slurmctld to take its new
+    registration: a node reimaged while drained may still be held with what its slurmd registered
+    before (INVALID_REG, "gres/gpu count reported lower than configured"), which Slurm never
+    resumes until slurmd registers again."""
+    from gpudc.validate.fanout import FanOut, SshOptions, Target
+
+    def register(node: Node, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        try:
+            before = slurm.state(node.name).slurmd_start
+        except DrainError as exc:
+            raise StepError(str(exc)) from None
+        left = max(1.0, deadline - time.monotonic())
+        options = SshOptions(user=access.ssh_user, port=access.ssh_port, identity=access.ssh_identity,
+                             known_hosts=access.known_hosts, jump=access.jump_host(), parallel=1, tofu=False,
+                             connect_timeout=min(10.0, left), auth_timeout=min(10.0, left),
+                             command_timeout=min(30.0, left))
+        address = access.addresses.get(node.name, node.ssh_address)
+        with FanOut(options) as fan:
+            result = fan.run_one(Target(node.name, address), "systemctl restart slurmd")
+        if result.status != "ok" or result.exit_status != 0:
+            why = (result.stderr or result.message or result.status).strip().splitlines()
+            raise StepError(f"{node.name}: restarting slurmd: {why[-1][:300] if why else result.status}",
+                            1 if result.status == "ok" else 3)
+        try:
+            seen = slurm.wait_registered(node.name, max(1.0, deadline - time.monotonic()), after=before)
+        except DrainError as exc:
+            raise StepError(str(exc)) from None
+        return f"slurmd restarted, {seen}"
+
+    return register
 
