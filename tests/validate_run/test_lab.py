@@ -43,6 +43,32 @@ def _judged(v: Verdict) -> list[dict[str, Any]]:
 def _clear_all(lab: dict[str, Any]) -> None:
     for host in lab["hosts"]:
         api.clear(host["name"])
+    _resume_probe_drains(lab)
+
+
+def _resume_probe_drains(lab: dict[str, Any], quiet_s: float = 20.0, timeout: float = 120.0) -> None:
+    """On a lab that runs Slurm, gpudc-probe (its HealthCheckProgram) drains a node with an injected
+    fault by itself and never resumes it: once the faults are cleared, resume the nodes it drained,
+    until none has been drained again for `quiet_s` (a health check that began before the clear
+    may still drain after the first resume). Other drains (by hand, by gpudc) are left alone."""
+    if not lab.get("slurm"):
+        return
+    from gpudc.reprovision.drain import SlurmDrainer, drainer_for
+
+    drainer = drainer_for(load_plan(lab["stack"]))
+    assert isinstance(drainer, SlurmDrainer)
+    names = [h["name"] for h in lab["hosts"]]
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s:
+        assert time.monotonic() < deadline, {n: drainer.state(n) for n in names}
+        for node in names:
+            state = drainer.state(node)
+            if "DRAIN" in state.flags and state.reason.startswith("gpudc-probe"):
+                drainer.resume(node)
+                drainer.wait_resumed(node, 60)
+                quiet_since = time.monotonic()
+        time.sleep(2)
 
 
 def _unprovisioned(plan: Plan, run: ValidateRun, node: str) -> bool:
