@@ -113,7 +113,9 @@ def register(subparsers: Any) -> None:
         "analyze",
         help="run the checks on captured nvidia-smi / kernel log / dcgmi output",
         description="The validator's checks on files an SRE was sent: nvidia-smi -q (text or -x XML), a kernel "
-        "log (dmesg/journal), dcgmi diag -j JSON. Exit 1 if a check fails, 2 for an unknown file kind.",
+        "log (dmesg/journal), dcgmi diag (-j JSON or the table), nccl-tests tables, nvbandwidth, perftest "
+        "ib_write_bw/ib_read_bw; figures judged against the floors of --sku. Exit 1 if a check fails or a figure "
+        "is below its floor, 2 for an unreadable file.",
     )
     a.add_argument("files", nargs="+", type=Path, metavar="FILE")
     a.add_argument("--sku", help="hardware SKU to judge against (e.g. dgx_h200)")
