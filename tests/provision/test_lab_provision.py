@@ -251,7 +251,9 @@ def _wave_span(result: ProvisionResult, host: str) -> tuple[datetime, datetime]:
     for path in (result.artifacts_dir / "artifacts" / "run" / "job_events").glob("*.json"):
         event = json.loads(path.read_text())
         data = event.get("event_data") or {}
-        if data.get("host") == host and data.get("role") in ("nvidia_driver", "imex", "fabric_manager", "dcgm"):
+        # tasks that ran on the host (every host passes every wave; outside its own, its tasks skip)
+        if (data.get("host") == host and data.get("role") in ("nvidia_driver", "imex", "fabric_manager", "dcgm")
+                and event.get("event") in ("runner_on_ok", "runner_on_failed")):
             stamps.append(datetime.fromisoformat(event["created"]))
     assert stamps, f"no wave events for {host}"
     return min(stamps), max(stamps)

@@ -4,7 +4,8 @@ Groups: `site_<s>`, `hall_<h>`, `rack_<r>`, `pool_<p>`, `sku_<k>`, `profile_<p>`
 `nvlink_<domain>`, `su_<n>`, plus the derived `hgx_nodes` (own NVSwitch domain: fabric manager)
 and `nvl72_trays` (multi-node NVLink domain: IMEX). Names are made Ansible-safe (`[^A-Za-z0-9_]`
 becomes `_`). Host vars carry addresses, rails, the NVLink domain and the slot of the node in it
-(the upgrade's wave), and the profile's exact package versions split by role, as the plan holds
+(site.yml's driver wave), the node's upgrade wave (`gpudc_upgrade_wave`: gpudc.upgrade.waves
+with the default wave size, so upgrade.yml run on its own never moves a whole pool at once), and the profile's exact package versions split by role, as the plan holds
 them: the inventory reads the plan only, never the catalog. No secret is ever written: SSH keys
 and known_hosts are passed to the runner, not stored here.
 """
@@ -19,6 +20,7 @@ import yaml
 
 from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
+from gpudc.upgrade.waves import wave_index
 
 #: Variables that must never reach an inventory (they would be secrets in a file).
 _SECRET_WORDS = ("password", "passwd", "secret", "private_key", "token", "ssh_pass", "become_pass")
@@ -41,7 +43,7 @@ def _domain_slots(plan: Plan) -> dict[str, tuple[str, int]]:
     return slots
 
 
-def host_vars(node: Node, domain: str, slot: int) -> dict[str, Any]:
+def host_vars(node: Node, domain: str, slot: int, wave: int = 0) -> dict[str, Any]:
     exp = node.expected
     rails = [
         {"name": nic.name, "rail": nic.rail, "rate_gbps": nic.rate_gbps, "address": nic.address,
@@ -64,6 +66,7 @@ def host_vars(node: Node, domain: str, slot: int) -> dict[str, Any]:
         "gpudc_nvlink_domain": node.nvlink_domain,
         "gpudc_domain": domain,
         "gpudc_domain_slot": slot,
+        "gpudc_upgrade_wave": wave,
         "gpudc_addresses": dict(node.addresses),
         "gpudc_bmc_address": node.bmc_address,
         "gpudc_boot_mac": node.boot_mac,
@@ -97,6 +100,7 @@ def build_inventory(plan: Plan, *, extra_vars: dict[str, Any] | None = None) -> 
     extra = dict(extra_vars or {})
     _check_no_secret(extra)
     slots = _domain_slots(plan)
+    waves = wave_index(plan.nodes, slots={name: slot for name, (_, slot) in slots.items()})
     hosts: dict[str, Any] = {}
     groups: dict[str, list[str]] = {}
 
@@ -107,7 +111,7 @@ def build_inventory(plan: Plan, *, extra_vars: dict[str, Any] | None = None) -> 
 
     for node in plan.nodes:
         domain, slot = slots[node.name]
-        hosts[node.name] = host_vars(node, domain, slot)
+        hosts[node.name] = host_vars(node, domain, slot, waves[node.name])
         add(group_name("site", node.site), node.name)
         add(group_name("hall", node.hall), node.name)
         add(group_name("rack", node.rack), node.name)
