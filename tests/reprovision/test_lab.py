@@ -173,6 +173,12 @@ def test_faulted_node_comes_back_healthy_with_its_host_key_while_another_node_is
     lab = clean
     node, other = "h200-01", "h200-02"
     api.inject(node, "gpu-lost", "3")
+    # and its slurmd registered it without its GPUs: slurmctld holds it INVALID_REG (drained), a
+    # state Slurm refuses to resume until slurmd registers the node's GPUs again
+    lost = api.run_on(node, "sed -i 's/ Count=8 File=[^ ]*/ Count=0/' /etc/slurm/gres.conf && systemctl restart slurmd",
+                      timeout=60)
+    assert lost.returncode == 0, lost.stderr
+    _wait(lambda: _state(lab, node).invalid_registration, 60, f"{node} INVALID_REG in slurmctld")
     api.power(other, "ForceOff")  # another node of the site is down at the same time
     before = _generation(node)
     other_before = _generation(other)
@@ -194,7 +200,7 @@ def test_faulted_node_comes_back_healthy_with_its_host_key_while_another_node_is
     assert run is not None and run.status == "resumed"
     assert _fingerprint(public) in run.steps["wait_ssh"].detail
     # drained in Slurm with the operator's reason while it was worked on, back in service after
-    assert "slurm: gpudc: xid 79" in run.steps["drain"].detail
+    assert "slurm: gpudc: xid 79" in run.steps["drain"].detail and "INVALID_REG" in run.steps["drain"].detail
     assert "slurmd restarted" in run.steps["resume"].detail and "-> IDLE" in run.steps["resume"].detail
     state = _state(lab, node)
     assert state.in_service and state.flags == {"IDLE"}, state
