@@ -251,7 +251,7 @@ def _wave_span(result: ProvisionResult, host: str) -> tuple[datetime, datetime]:
     for path in (result.artifacts_dir / "artifacts" / "run" / "job_events").glob("*.json"):
         event = json.loads(path.read_text())
         data = event.get("event_data") or {}
-        # tasks that ran on the host (every host passes every wave; outside its own, its tasks skip)
+        # tasks that ran on the host (a skipped one says nothing of when its wave ran)
         if (data.get("host") == host and data.get("role") in ("nvidia_driver", "imex", "fabric_manager", "dcgm")
                 and event.get("event") in ("runner_on_ok", "runner_on_failed")):
             stamps.append(datetime.fromisoformat(event["created"]))
