@@ -8,16 +8,14 @@ pins them). A node conforms when every judged item does; the site when every nod
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpudc import __version__
+from gpudc import __version__, files
 from gpudc.catalog import Profile, current_catalog
 from gpudc.conformance.collect import NodeState, required_services
 from gpudc.conformance.profile_export import HELD_ROLES, canonical_json, profile_digest
@@ -340,11 +338,7 @@ def recomputed_conformance(doc: dict[str, Any]) -> bool:
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        files.write_atomic(path, data, mode)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

@@ -27,7 +27,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gpudc.errors import GpudcError
+from gpudc.files import write_atomic
 from gpudc.model.site import check_label
 from gpudc.plan.types import Plan
 from gpudc.project import site_state_dir
@@ -361,16 +361,7 @@ class FileDrainer:
     def _write(self, entries: dict[str, tuple[str, str]]) -> None:
         header = "# nodes gpudc took out of service: NODE<TAB>SINCE (UTC)<TAB>REASON\n"
         body = "".join(f"{n}\t{s}\t{r}\n" for n, (s, r) in sorted(entries.items()))
-        fd, tmp = tempfile.mkstemp(prefix=".drained.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(header + body)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path, header + body)
 
     def drain(self, node: str, reason: str) -> None:
         check_label(node)

@@ -19,12 +19,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gpudc.files import write_atomic
 from gpudc.model.site import check_label
 from gpudc.project import site_state_dir
 
@@ -188,19 +188,7 @@ class StateStore:
 
     def save(self, run: NodeRun) -> None:
         run.updated = time.time()
-        path = self.path(run.node)
-        fd, tmp = tempfile.mkstemp(prefix=f".{run.node}.", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(run.to_dict(), fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.path(run.node), json.dumps(run.to_dict(), indent=2) + "\n", 0o600, durable=True)
 
     def event(self, run: NodeRun, kind: str, **data: Any) -> None:
         record = {"time": time.time(), "node": run.node, "run": run.run, "event": kind, **data}

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gpudc.errors import InputError
+from gpudc.files import write_atomic
 from gpudc.plan.types import Plan
 from gpudc.project import site_state_dir
 from gpudc.reprovision.drain import REASON_PREFIX, Drainer, DrainError
@@ -90,17 +89,7 @@ def journal_path(site: str) -> Path:
 
 def _write_journal(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".rollout.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", 0o600, durable=True)
 
 
 def read_journal(path: Path) -> dict[str, Any] | None:

@@ -8,8 +8,6 @@ never sees half a report.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -20,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from gpudc.files import write_atomic
 from gpudc.resources import shipped
 from gpudc.validate.types import ACTION_ORDER, SEVERITY_ORDER, Finding, Verdict
 
@@ -45,15 +44,7 @@ class RunInfo:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
