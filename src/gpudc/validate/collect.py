@@ -29,11 +29,11 @@ from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
 from gpudc.validate import checks
 from gpudc.validate.fanout import FanOut, SshOptions, Target
-from gpudc.validate.history import History, count_flips, default_history_path
+from gpudc.validate.history import History, default_history_path
 from gpudc.validate.node_health import FORMAT, STATE_DIR, VERSION
 from gpudc.validate.policy import Policy, load_policy
 from gpudc.validate.reports import RunInfo
-from gpudc.validate.run import ValidateRun, _with_flapping, select_nodes
+from gpudc.validate.run import ValidateRun, flag_flapping, select_nodes
 from gpudc.validate.types import Finding, Verdict
 
 #: Default age beyond which a node-local verdict is stale (Slurm's default HealthCheckInterval is
@@ -211,11 +211,7 @@ def _collect(plan: Plan, nodes: list[Node], policy: Policy, source: Path | None,
                 if facts.get("xids"):  # reading the facts again only where there are XIDs to remember
                     xid_ids = checks.reported_xid_ids(facts, policy)
             if history is not None and run_id is not None:
-                recent = [*history.recent_verdicts(node.name, window - 1), verdict.verdict]
-                flips = count_flips(recent)
-                if flips >= min_flips:
-                    flapping[node.name] = flips
-                    verdict = _with_flapping(verdict, flips, len(recent))
+                verdict = flag_flapping(history, node.name, verdict, window, min_flips, flapping)
                 records.append((verdict, boot_time, xid_ids))
             verdicts.append(verdict)
             if on_node is not None:

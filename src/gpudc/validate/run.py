@@ -207,11 +207,7 @@ def validate(
                 verdict = Verdict.from_findings(node.name, [*verdict.findings, *extra[node.name]])
             assert verdict is not None
             if history is not None and run_id is not None:
-                recent = [*history.recent_verdicts(node.name, window - 1), verdict.verdict]
-                flips = count_flips(recent)
-                if flips >= min_flips:
-                    flapping[node.name] = flips
-                    verdict = _with_flapping(verdict, flips, len(recent))
+                verdict = flag_flapping(history, node.name, verdict, window, min_flips, flapping)
                 history.record(run_id, verdict, boot_time, xid_ids)
             verdicts.append(verdict)
         if history is not None and run_id is not None:
@@ -228,6 +224,18 @@ def validate(
         flapping=flapping,
     )
     return ValidateRun(verdicts, info, [name for name, _ in checks.CHECKS], run_id, all_facts)
+
+
+def flag_flapping(history: History, node: str, verdict: Verdict, window: int, min_flips: int,
+                  flapping: dict[str, int]) -> Verdict:
+    """The verdict, marked flapping (and the node noted in `flapping`) when it and the node's
+    last `window - 1` recorded runs changed between pass and fail at least `min_flips` times."""
+    recent = [*history.recent_verdicts(node, window - 1), verdict.verdict]
+    flips = count_flips(recent)
+    if flips < min_flips:
+        return verdict
+    flapping[node] = flips
+    return _with_flapping(verdict, flips, len(recent))
 
 
 def _with_flapping(verdict: Verdict, flips: int, runs: int) -> Verdict:
