@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from gpudc.model.site import check_label
@@ -34,6 +35,17 @@ def host_key(site: str, node: str) -> tuple[Path, str]:
         _keygen(private, f"root@{node}")
     public = Path(f"{private}.pub").read_text().strip()
     return private, public
+
+
+def secret_file(path: Path, make: Callable[[], bytes]) -> Path:
+    """A 0600 file of secret bytes, made once with `make()` (O_EXCL: an existing one is kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(make())
+    os.chmod(path, 0o600)
+    return path
 
 
 def existing_host_key(site: str, node: str) -> str | None:

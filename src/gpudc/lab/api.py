@@ -220,13 +220,8 @@ def healthy_gpu(node: Node | None, hardware_faults: list[list[Any]]) -> tuple[di
 
 
 def _bmc_password(site: str) -> Path:
-    path = secrets.site_secret_dir(site) / "lab-bmc-password"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(pysecrets.token_urlsafe(24))
-    os.chmod(path, 0o600)
-    return path
+    return secrets.secret_file(secrets.site_secret_dir(site) / "lab-bmc-password",
+                               lambda: pysecrets.token_urlsafe(24).encode())
 
 
 def _write_htpasswd(site: str) -> Path:

@@ -112,7 +112,9 @@ def unmount_all() -> None:
 # --- per-host files -----------------------------------------------------------------------------
 
 
-def _write(root: Path, rel: str, content: str | bytes, mode: int = 0o644) -> None:
+def write_into(root: Path, rel: str, content: str | bytes, mode: int = 0o644,
+               owner: tuple[int, int] | None = None) -> None:
+    """A file in a lab root filesystem (replacing what is there, link or not), with mode and owner."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
@@ -122,10 +124,13 @@ def _write(root: Path, rel: str, content: str | bytes, mode: int = 0o644) -> Non
     else:
         path.write_bytes(content)
     os.chmod(path, mode)
+    if owner is not None:
+        os.chown(path, *owner)
+
 
 
 def _copy(src: Path, root: Path, rel: str, mode: int = 0o644) -> None:
-    _write(root, rel, src.read_bytes(), mode)
+    write_into(root, rel, src.read_bytes(), mode)
 
 
 def machine_id(site: str, node: str) -> str:
@@ -151,14 +156,14 @@ def write_identity(lab: dict[str, Any], rec: dict[str, Any]) -> None:
     """Host key and authorized controller key (also used when host-key-changed toggles)."""
     root = root_dir(rec["name"])
     private, public = host_key_for(lab, rec)
-    _write(root, "etc/ssh/ssh_host_ed25519_key", private, 0o600)
-    _write(root, "etc/ssh/ssh_host_ed25519_key.pub", public + "\n", 0o644)
+    write_into(root, "etc/ssh/ssh_host_ed25519_key", private, 0o600)
+    write_into(root, "etc/ssh/ssh_host_ed25519_key.pub", public + "\n", 0o644)
     _, controller_pub = secrets.controller_key(lab["site"])
-    _write(root, "root/.ssh/authorized_keys", controller_pub + "\n", 0o600)
+    write_into(root, "root/.ssh/authorized_keys", controller_pub + "\n", 0o600)
 
 
 def write_gpu_state(rec: dict[str, Any], gpu: dict[str, Any]) -> None:
-    _write(root_dir(rec["name"]), NVML_STATE_PATH, json.dumps(gpu, indent=1, sort_keys=True) + "\n")
+    write_into(root_dir(rec["name"]), NVML_STATE_PATH, json.dumps(gpu, indent=1, sort_keys=True) + "\n")
 
 
 def append_kernel_log(rec: dict[str, Any], lines: list[str]) -> None:
@@ -183,15 +188,15 @@ def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any]) -> 
     """Write what makes a fresh overlay this host: identity, network names, apt, simulated GPU."""
     root = root_dir(rec["name"])
     node = rec["name"]
-    _write(root, "etc/hostname", node + "\n")
+    write_into(root, "etc/hostname", node + "\n")
     hosts = ["127.0.0.1 localhost", f"127.0.1.1 {node}.{lab['domain']} {node}" if lab.get("domain") else ""]
     hosts += [f"{h['address']} {h['name']}.{lab['domain']} {h['name']}" for h in lab["hosts"]]
     hosts.append(f"{lab['bridge_address']} gpudc-lab-controller")
-    _write(root, "etc/hosts", "\n".join(line for line in hosts if line) + "\n")
-    _write(root, "etc/machine-id", machine_id(lab["site"], node) + "\n", 0o444)
+    write_into(root, "etc/hosts", "\n".join(line for line in hosts if line) + "\n")
+    write_into(root, "etc/machine-id", machine_id(lab["site"], node) + "\n", 0o444)
     write_identity(lab, rec)
     bridge = lab["bridge_address"]
-    _write(
+    write_into(
         root,
         "etc/apt/sources.list",
         f"deb http://{bridge}:{APT_PORT}/debian bookworm main\n"
@@ -211,7 +216,7 @@ def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any]) -> 
     install_shims(rec)
     if gpu:
         write_gpu_state(rec, gpu)
-    _write(root, "var/log/kern.log", "", 0o640)
+    write_into(root, "var/log/kern.log", "", 0o640)
     subprocess.run(["ldconfig", "-r", str(root)], capture_output=True, timeout=60, check=False)
 
 

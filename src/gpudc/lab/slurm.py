@@ -28,6 +28,7 @@ from gpudc.lab import state as st
 from gpudc.model.site import SlurmSpec
 from gpudc.plan.types import Node, Plan
 from gpudc.project import site_secret_dir
+from gpudc.secrets import secret_file
 
 #: veth index of the controller (lab hosts use 0..199).
 CONTROLLER_INDEX = 250
@@ -63,14 +64,7 @@ def client_path() -> Path:
 
 def munge_key(site: str) -> Path:
     """The site's munge key (1024 random bytes, mode 0600 in the secret dir), made on first use."""
-    path = site_secret_dir(site) / MUNGE_KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pysecrets.token_bytes(1024))
-    os.chmod(path, 0o600)
-    return path
+    return secret_file(site_secret_dir(site) / MUNGE_KEY_FILE, lambda: pysecrets.token_bytes(1024))
 
 
 def site_slurm(stack: str) -> SlurmSpec | None:
@@ -124,33 +118,20 @@ def _controller_record(lab: dict[str, Any], spec: SlurmSpec) -> dict[str, Any]:
             "prefixlen": lab["bridge_prefixlen"]}
 
 
-def _write(root: Path, rel: str, content: str | bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    if isinstance(content, str):
-        path.write_text(content)
-    else:
-        path.write_bytes(content)
-    os.chmod(path, mode)
-    os.chown(path, uid, gid)
-
-
 def _customize(lab: dict[str, Any], rec: dict[str, Any], conf: Path) -> None:
     """The controller's overlay: identity, names, /etc/slurm, the munge key, enabled daemons."""
     root = hosts.root_dir(rec["name"])
     name = rec["name"]
     lines = ["127.0.0.1 localhost", f"{rec['address']} {name}"]
     lines += [f"{h['address']} {h['name']}" for h in lab["hosts"]]
-    _write(root, "etc/hostname", name + "\n", 0o644)
-    _write(root, "etc/hosts", "\n".join(lines) + "\n", 0o644)
-    _write(root, "etc/machine-id", hosts.machine_id(lab["site"], name) + "\n", 0o444)
+    hosts.write_into(root, "etc/hostname", name + "\n", 0o644, (0, 0))
+    hosts.write_into(root, "etc/hosts", "\n".join(lines) + "\n", 0o644, (0, 0))
+    hosts.write_into(root, "etc/machine-id", hosts.machine_id(lab["site"], name) + "\n", 0o444, (0, 0))
     for conf_file in CONFIG_FILES:
         if (conf / conf_file).is_file():
-            _write(root, f"etc/slurm/{conf_file}", (conf / conf_file).read_text(), 0o644)
+            hosts.write_into(root, f"etc/slurm/{conf_file}", (conf / conf_file).read_text(), 0o644, (0, 0))
     munge_uid, munge_gid = _ids("munge", "passwd"), _ids("munge", "group")
-    _write(root, "etc/munge/munge.key", munge_key(lab["site"]).read_bytes(), 0o400, munge_uid, munge_gid)
+    hosts.write_into(root, "etc/munge/munge.key", munge_key(lab["site"]).read_bytes(), 0o400, (munge_uid, munge_gid))
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     for unit in ("munge.service", "slurmctld.service"):
@@ -174,7 +155,7 @@ def customize_host(rec: dict[str, Any], node: Node | None) -> None:
         return
     lines = ["# gpudc lab: the simulated GPUs' device files (gpudc.lab.slurm)"]
     lines += [f"f /dev/nvidia{i} 0666 root root -" for i in range(node.expected.gpu_count)]
-    _write(hosts.root_dir(rec["name"]), "etc/tmpfiles.d/gpudc-lab-nvidia.conf", "\n".join(lines) + "\n", 0o644)
+    hosts.write_into(hosts.root_dir(rec["name"]), "etc/tmpfiles.d/gpudc-lab-nvidia.conf", "\n".join(lines) + "\n", 0o644, (0, 0))
 
 
 def start(lab: dict[str, Any], plan: Plan) -> dict[str, Any] | None:
