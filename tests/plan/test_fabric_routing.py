@@ -141,3 +141,28 @@ def test_boot_firmware_per_architecture_comes_from_the_catalog() -> None:
     arm = plan.node("gb200-01").boot
     assert [(f.client_arch, f.method) for f in x86.firmware] == [(7, "tftp"), (9, "tftp"), (16, "http")]
     assert [(f.client_arch, f.method) for f in arm.firmware] == [(11, "tftp"), (19, "http")]
+
+
+def test_downlinks_size_the_leaves_and_their_uplinks(site_data: dict[str, Any]) -> None:
+    data = with_inband_fabric(site_data)
+    default = plan_of(data)
+    nodes = len(default.nodes)
+    data["fabrics"]["inband"]["downlinks"] = 4
+    plan = plan_of(data)
+    leaves = [s for s in plan.switches if s.fabric == "inband" and s.role == "leaf"]
+    assert len(leaves) == -(-nodes // 4) > len([s for s in default.switches if s.fabric == "inband" and s.role == "leaf"])
+    for leaf in leaves:  # node ports 1..4, then as many uplinks (non-blocking), numbered after them
+        cables = [c for c in plan.cables if c.fabric == "inband" and leaf.name in (c.a_device, c.b_device)]
+        down = sorted(int(c.b_port) for c in cables if c.b_device == leaf.name)
+        up = sorted(int(c.a_port) for c in cables if c.a_device == leaf.name)
+        assert down == list(range(1, len(down) + 1)) and len(down) <= 4
+        assert up == [5, 6, 7, 8]
+
+
+def test_downlinks_beyond_the_radix_are_refused_with_their_path(site_data: dict[str, Any]) -> None:
+    data = with_inband_fabric(site_data)
+    data["fabrics"]["inband"]["downlinks"] = 64  # sn4600c: 64 ports, none left for the spine
+    assert any("fabrics.inband.downlinks: 64 node-facing ports per leaf" in p and "at most 63" in p
+               for p in problems_of(data))
+    data["fabrics"]["inband"]["downlinks"] = 0
+    assert any("fabrics.inband.downlinks" in p for p in problems_of(data))

@@ -107,6 +107,12 @@ class EthernetFabricSpec(_Spec):
     leaf: str
     spine: str | None = None
     rate_gbps: int = Field(default=100, ge=1)
+    downlinks: int | None = Field(
+        default=None, ge=1,
+        description="Node-facing ports per leaf (at most the leaf's radix; below it when a spine is set, "
+        "as the uplinks take the rest). Default: half the radix (non-blocking); the leaves take as many "
+        "uplinks as downlinks, at most the ports left",
+    )
     mtu: int = Field(default=9216, ge=1280, le=9216)
 
 

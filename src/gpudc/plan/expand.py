@@ -460,23 +460,31 @@ def _two_tier_spines(leaves: int, uplinks: int, radix: int) -> int | None:
     return None
 
 
-def _spine_layer(b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, path: str, media: str) -> tuple[int, int]:
-    """Spines (two tiers) or pod spines + cores (three tiers) above the leaves: (spines, cores)."""
+def _spine_layer(
+    b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, path: str, media: str,
+    downlinks: int | None = None,
+) -> tuple[int, int]:
+    """Spines (two tiers) or pod spines + cores (three tiers) above the leaves: (spines, cores).
+
+    Each leaf's uplinks start after its `downlinks` node-facing ports (default: half its radix, the
+    uplinks taking the rest); with fewer downlinks, as many uplinks as downlinks (non-blocking)."""
     sw = b.catalog.switches[model]
     radix = int(sw.ports.value)
     rate = int(sw.rate_gbps.value)
-    uplinks = leaves[0].ports - leaves[0].ports // 2 if leaves else 0
+    ports = leaves[0].ports if leaves else 0
+    down = ports // 2 if downlinks is None else downlinks
+    uplinks = ports - down if downlinks is None else min(down, ports - down)
     spines = _two_tier_spines(len(leaves), uplinks, radix)
     if spines is not None:
         if spines:
-            _connect_two_tier(b, fabric, prefix, leaves, model, radix, rate, spines, uplinks, media)
+            _connect_two_tier(b, fabric, prefix, leaves, model, radix, rate, spines, uplinks, media, down)
         return spines, 0
-    return _connect_three_tier(b, fabric, prefix, leaves, model, radix, rate, uplinks, path, media)
+    return _connect_three_tier(b, fabric, prefix, leaves, model, radix, rate, uplinks, path, media, down)
 
 
 def _connect_two_tier(
     b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, radix: int, rate: int,
-    spines: int, uplinks: int, media: str,
+    spines: int, uplinks: int, media: str, down: int,
 ) -> None:
     spine_switches = [
         Switch(f"{prefix}-spine{n + 1:02d}", fabric, "spine", model, radix, rate, None, None, leaves[0].hall, None, "")
@@ -484,7 +492,6 @@ def _connect_two_tier(
     ]
     per_pair = uplinks // spines
     for li, leaf in enumerate(leaves):
-        down = leaf.ports // 2
         for k in range(uplinks):
             spine = spine_switches[k % spines]
             port = li * per_pair + k // spines + 1
@@ -496,7 +503,7 @@ def _connect_two_tier(
 
 def _connect_three_tier(
     b: _Build, fabric: str, prefix: str, leaves: list[Switch], model: str, radix: int, rate: int,
-    uplinks: int, path: str, media: str,
+    uplinks: int, path: str, media: str, down: int,
 ) -> tuple[int, int]:
     """Pods of radix/2 leaves, each leaf wired once to each of its pod's spines; spine j of
     every pod wired to core plane j (a three-tier fat tree, as SuperPODs past 2 tiers use)."""
@@ -525,7 +532,6 @@ def _connect_three_tier(
         ]
         spine_count += len(pod_spines)
         for li, leaf in enumerate(members):
-            down = leaf.ports // 2
             for j, spine in enumerate(pod_spines):
                 b.cables.append(Cable(fabric, leaf.name, str(down + j + 1), spine.name, str(li + 1), media, "cross-row"))
                 spine.used_ports += 1
@@ -608,6 +614,16 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
     model = b.catalog.switches[spec.leaf]
     radix = int(model.ports.value)
     down = radix // 2 if spec.spine else radix
+    if spec.downlinks is not None:
+        most = radix - 1 if spec.spine else radix
+        if spec.downlinks > most:
+            b.problems.append(
+                f"fabrics.{name}.downlinks: {spec.downlinks} node-facing ports per leaf; a {spec.leaf} has "
+                f"{radix} ports" + (", one at least is an uplink to the spines" if spec.spine else "")
+                + f" (at most {most})"
+            )
+            return
+        down = spec.downlinks
     endpoints = len(b.nodes) * per_node
     n_leaves = math.ceil(endpoints / down)
     if n_leaves > 1 and not spec.spine:
@@ -640,7 +656,8 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
                 node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, None, leaf.name, port))
             b.cables.append(Cable(name, node.name, nic, leaf.name, port, media, "in-row"))
     b.switches.extend(leaves)
-    spines, cores = _spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media) if spec.spine else (0, 0)
+    spines, cores = (_spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media, spec.downlinks)
+                     if spec.spine else (0, 0))
     b.fabrics.append(Fabric(name, "ethernet", spec.rate_gbps, False, None, len(leaves), spines, cores))
 
 
