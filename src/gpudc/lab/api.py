@@ -140,6 +140,20 @@ def _plan_for(lab: dict[str, Any]) -> Plan:
     return load_plan(lab["stack"])
 
 
+def _controller_interface(plan: Plan) -> ipaddress.IPv4Interface:
+    """The lab controller's in-band address: the plan's boot server (which serves apt, the stand-in
+    repository and the seeds), never the gateway address the fabric's leaves own."""
+    if not plan.boot_servers:
+        raise InputError("lab: the plan has no boot server (networks.boot_servers or an in-band reserve)")
+    address = ipaddress.ip_address(plan.boot_servers[0])
+    for pool in plan.pools:
+        for prefix in pool.prefixes if pool.network == "inband" else []:
+            network = ipaddress.ip_network(prefix)
+            if address in network:
+                return ipaddress.IPv4Interface(f"{address}/{network.prefixlen}")
+    raise InputError(f"lab: boot server {address} is in no in-band prefix of the plan")
+
+
 def _pool_gateway(plan: Plan, network: str) -> ipaddress.IPv4Interface:
     for pool in plan.pools:
         if pool.network == network and pool.prefixes:
@@ -315,7 +329,7 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     had_nspawn_dir = Path("/run/systemd/nspawn").exists()
     st.run_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
     stack_used, plan = lab_plan(stack, nodes)
-    inband_gw = _pool_gateway(plan, "inband")
+    controller = _controller_interface(plan)
     oob_gw = _pool_gateway(plan, "oob")
     recs = _host_records(plan, oob_gw)
     lab: dict[str, Any] = {
@@ -324,8 +338,8 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
         "requested": [stack, nodes],
         "site": plan.site.name,
         "domain": _domain(plan),
-        "bridge_address": str(inband_gw.ip),
-        "bridge_prefixlen": inband_gw.network.prefixlen,
+        "bridge_address": str(controller.ip),
+        "bridge_prefixlen": controller.network.prefixlen,
         "oob_gateway": str(oob_gw),
         "nspawn_dir_existed": had_nspawn_dir,
         "services": {},
@@ -344,11 +358,11 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     have = build_artefacts(progress)
     lab["gpu"] = have["nvml"] and _gpu_state_module() is not None
     progress(f"network: bridge {net.BRIDGE}, {len(recs)} namespaces")
-    net.create_bridge([str(inband_gw), str(oob_gw)])
+    net.create_bridge([str(controller), str(oob_gw)])
     for rec in recs:
         net.add_bridge_address(f"{rec['bmc_address']}/32")
     net.create_hosts(
-        [(r["name"], r["index"], f"{r['address']}/{inband_gw.network.prefixlen}") for r in recs]
+        [(r["name"], r["index"], f"{r['address']}/{controller.network.prefixlen}") for r in recs]
     )
     for rec in recs:
         rec["netns"] = net.netns_name(rec["name"])
