@@ -22,6 +22,7 @@ from gpudc.project import current_project, project_at
 COMMAND_MODULES = (
     "gpudc.plan.command",
     "gpudc.render.command",
+    "gpudc.boot.command",
     "gpudc.provision.command",
     "gpudc.validate.command",
     "gpudc.reprovision.command",

@@ -206,7 +206,9 @@ def test_secrets_only_in_0600_user_data(lab_tree: tuple[Plan, Path]) -> None:
             assert doc["hostname"] == node
         else:
             assert "PRIVATE KEY" not in text, path
-            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+            # seed tokens (gpudc.boot): the node's own iPXE script and the Kea config are 0600 too
+            token_file = path.name == "node.ipxe" or path.relative_to(tree).as_posix() == "dhcp/kea-dhcp4.conf"
+            assert stat.S_IMODE(path.stat().st_mode) == (0o600 if token_file else 0o644), path
     readme = (tree / "README.md").read_text()
     assert "mode 0600" in readme and "pxe/nodes/<node>/user-data" in readme
 
@@ -270,15 +272,15 @@ def test_preseed_ipxe_and_slurm_checks_catch_breakage(lab_tree: tuple[Plan, Path
         assert ok[name][0] == "ok", (name, ok[name])
     preseed = tree / "pxe/h200.preseed.cfg"
     preseed.write_text(preseed.read_text() + "d-i broken-line-without-type\n")
-    ipxe = tree / "pxe/boot.ipxe"
-    ipxe.write_text(ipxe.read_text().replace(":pool-gb200", ":pool-gb300"))
+    ipxe = tree / "pxe/gb200.ipxe"
+    ipxe.write_text(ipxe.read_text().replace(":noseed", ":noseed2"))
     nodes = tree / "slurm/nodes.conf"
     nodes.write_text(nodes.read_text().replace("NodeName=h200-02 ", "NodeName=h200-99 "))
     conf = tree / "dns/named.conf.gpudc"
     conf.write_text(conf.read_text().replace("type primary;", "type primry;", 1))
     bad = _results(tree)
     assert bad["debconf-set-selections -c"][0] == "failed" and "h200.preseed.cfg" in bad["debconf-set-selections -c"][1]
-    assert bad["iPXE invariants"][0] == "failed" and "goto pool-gb200" in bad["iPXE invariants"][1]
+    assert bad["iPXE invariants"][0] == "failed" and "goto noseed" in bad["iPXE invariants"][1]
     assert bad["Slurm invariants"][0] == "failed" and "h200-02 is not defined" in bad["Slurm invariants"][1]
     assert bad["named-checkconf"][0] == "failed"
 

@@ -1,7 +1,7 @@
 """Golden files: the lab's whole tree and a subset of a real-size site (soroban-ayagawa).
 
 Regenerate after an intended change with `GPUDC_UPDATE_GOLDEN=1 pytest tests/render` and
-review the diff. Key material differs per secret dir, so keys are masked before comparing.
+review the diff. Key material and seed tokens differ per secret dir, so they are masked before comparing.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ BIG_SUBSET = (
 
 _PRIVATE = re.compile(r"-----BEGIN OPENSSH PRIVATE KEY-----.*?-----END OPENSSH PRIVATE KEY-----(\\n)?", re.S)
 _PUBLIC = re.compile(r"ssh-ed25519 [A-Za-z0-9+/=]+")
+_SEED_TOKEN = re.compile(r"/seed/[A-Za-z0-9_-]{32}/")  # per secret dir, like the keys (gpudc.boot.tokens)
 
 
 def mask(text: str) -> str:
+    text = _SEED_TOKEN.sub("/seed/<token>/", text)
     return _PUBLIC.sub("ssh-ed25519 <key>", _PRIVATE.sub("<private key>", text))
 
 

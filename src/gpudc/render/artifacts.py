@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from jinja2 import Environment
 
 from gpudc import secrets
+from gpudc.boot import tokens
 from gpudc.catalog import network_conventions
 from gpudc.plan.types import BootFirmware, Cable, Device, Fabric, Node, Plan, Switch
 from gpudc.render.context import (
@@ -37,6 +38,10 @@ from gpudc.render.writer import Writer
 ETHERNET_KINDS = ("ethernet", "roce")
 #: Parallel ssh-keygen runs when a render has to make host keys.
 KEYGEN_WORKERS = 8
+#: Kea client classes that a node's boot reservation puts it in: every node, and the node itself.
+NODE_CLASS = "gpudc-node"
+#: Kea client class of one node's iPXE client: it gets the URL of the node's own script (seed token).
+NODE_IPXE_CLASS = "gpudc-ipxe"
 
 
 @dataclass(slots=True)
@@ -160,6 +165,8 @@ def render_dhcp(ctx: Ctx, w: Writer) -> None:
             boot["flex-id"] = f"'{node.name}'"
             w.placeholders.append(f"dhcp: {node.name} boot NIC ({node.addresses['inband']}) has no MAC; flex-id "
                                   f"placeholder '{node.name}' (set gpudc:macs.{node.name}.boot)")
+        # the reservation marks the node: its iPXE client then gets its own script (per-node class below)
+        boot["client-classes"] = [NODE_CLASS, f"{NODE_CLASS}-{node.name}"]
         by_prefix[subnet_of(node.addresses["inband"])].append(boot)
     others = [(a, h) for dev in plan.devices for a, h in ((dev.address, dev.name), (dev.bmc_address, f"{dev.name}-bmc"))]
     others += [(sw.address, sw.name) for sw in plan.switches]  # management ports: ZTP over DHCP
@@ -182,10 +189,15 @@ def render_dhcp(ctx: Ctx, w: Writer) -> None:
             classes.setdefault(fw.client_arch, {"name": fw.name, "code": fw.client_arch, "arch": nb.arch,
                                                 "method": fw.method, "file": file})
     firmware = [classes[k] for k in sorted(classes)]
-    text = ctx.render("dhcp/kea-dhcp4.conf.j2", subnets=subnets, firmware=firmware,
-                      boot_url=f"{base}/pxe/boot.ipxe")
+    seeds = tokens.node_tokens(plan)
+    node_boot = [{"name": n.name, "marker": f"{NODE_CLASS}-{n.name}", "class": f"{NODE_IPXE_CLASS}-{n.name}",
+                  "file": f"{base}/{tokens.seed_path(seeds[n.name])}node.ipxe"} for n in plan.nodes]
+    text = ctx.render("dhcp/kea-dhcp4.conf.j2", subnets=subnets, firmware=firmware, node_boot=node_boot,
+                      node_class=NODE_CLASS, boot_url=f"{base}/pxe/boot.ipxe")
     count = sum(len(s["reservations"]) for s in subnets)
-    w.write("dhcp/kea-dhcp4.conf", text, "dhcp", f"Kea DHCPv4: {len(subnets)} subnets, {count} reservations")
+    w.write("dhcp/kea-dhcp4.conf", text, "dhcp", f"Kea DHCPv4: {len(subnets)} subnets, {count} reservations; "
+            "hands each node's iPXE the URL of its own script (holds every node's seed token: mode 0600)",
+            secret=True)
 
 
 def _pools(plan: Plan) -> dict[str, list[Node]]:
@@ -211,12 +223,12 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
     base = f"http://{ctx.service_address}/gpudc/{plan.site.name}"
     pools = _pools(plan)
     w.write("pxe/boot.ipxe", ctx.render("pxe/boot.ipxe.j2", pools=pools, base=base), "pxe",
-            "iPXE entry script: dispatches each node (by DHCP hostname) to its pool's script")
+            "shared iPXE script: what an iPXE client without a node reservation gets (installs nothing)")
     for pool, nodes in pools.items():
         first = nodes[0]  # a pool is one SKU on one OS: one boot for all its nodes
         boot = first.boot
         w.write(f"pxe/{pool}.ipxe", ctx.render("pxe/pool.ipxe.j2", pool=pool, node=first, boot=boot, base=base),
-                "pxe", f"iPXE script of pool {pool} ({boot.label}, {boot.arch})")
+                "pxe", f"iPXE script of pool {pool} ({boot.label}, {boot.arch}); a node's own script chains it")
         if boot.installer == "preseed":
             mirror = urlsplit(boot.mirror or "")
             w.write(f"pxe/{pool}.preseed.cfg",
@@ -229,7 +241,13 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
     # so they are fetched in parallel. Later renders only read them.
     with ThreadPoolExecutor(max_workers=KEYGEN_WORKERS) as executor:
         keys = list(executor.map(lambda n: secrets.host_key(plan.site.name, n.name), plan.nodes))
+    seeds = tokens.node_tokens(plan)
     for node, (private, public) in zip(plan.nodes, keys, strict=True):
+        w.write(f"pxe/nodes/{node.name}/node.ipxe",
+                ctx.render("pxe/node.ipxe.j2", node=node, base=base,
+                           seed=f"{base}/{tokens.seed_path(seeds[node.name])}"),
+                "pxe", f"iPXE script of {node.name}: its seed URL, then its pool's script (holds its seed token: "
+                "mode 0600; served at <base>/seed/<token>/node.ipxe)", secret=True)
         text = ctx.render(
             "pxe/user-data.j2", node=node, node_info=_node_info(node),
             boot=node.boot, controller_key=controller_pub,
