@@ -258,3 +258,14 @@ def test_cli_rejects_half_a_tls_pair(lab_render: tuple[Plan, Path], tmp_path: Pa
 
     assert main(["boot", "serve", "--stack", "lab", "--dir", str(lab_render[1]), "--tls-cert",
                  str(tmp_path / "c.pem")]) == 2
+
+
+def test_cli_rejects_unloadable_tls_files(lab_render: tuple[Plan, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from gpudc.cli import main
+
+    (tmp_path / "c.pem").write_text("not a certificate\n")
+    (tmp_path / "k.pem").write_text("not a key\n")
+    assert main(["boot", "serve", "--stack", "lab", "--dir", str(lab_render[1]), "--tls-cert",
+                 str(tmp_path / "c.pem"), "--tls-key", str(tmp_path / "k.pem")]) == 2
+    assert "cannot load" in capsys.readouterr().err

@@ -44,7 +44,10 @@ def _serve(args: argparse.Namespace) -> int:
         for f in (args.tls_cert, args.tls_key):
             if not f.is_file():
                 raise InputError(f"{f}: no such file")
-        tls = TlsFiles(args.tls_cert, args.tls_key)
+        try:
+            tls = TlsFiles(args.tls_cert, args.tls_key).context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; its text names no key material
+            raise InputError(f"--tls-cert/--tls-key: cannot load: {type(exc).__name__}") from None
     port = args.port if args.port is not None else (443 if tls else 80)
     plan = load_plan(args.stack)
     if not (args.dir / "pxe" / "nodes").is_dir():
