@@ -65,6 +65,10 @@ def test_diff_shows_a_site_change_and_hides_secrets(tmp_path: Path, capsys: pyte
     assert "+++ b/pxe/nodes/h200-03/meta-data" in diff
     assert "pxe/nodes/h200-03/user-data\n# secret file added (content not shown)" in diff
     assert "PRIVATE KEY" not in diff
+    # the node's iPXE script and the Kea config carry seed tokens: named, never shown
+    assert "pxe/nodes/h200-03/node.ipxe\n# secret file added (content not shown)" in diff
+    assert "dhcp/kea-dhcp4.conf\n# secret file changed (content not shown)" in diff
+    assert not re.search(r"/seed/[A-Za-z0-9_-]{32}", diff)
     assert _digest(out) == before  # --diff writes nothing
 
 

@@ -83,7 +83,8 @@ def _tree_files(root: Path) -> dict[str, Path]:
 
 
 def _is_secret(path: Path) -> bool:
-    return (path.stat().st_mode & 0o077) == 0 and path.name == "user-data"
+    """The writer makes every file that holds a secret (a host key, a node's seed token) owner-only."""
+    return (path.stat().st_mode & 0o077) == 0
 
 
 def diff_tree(plan: Plan, out_dir: Path | str, site: Site | None = None) -> str:
