@@ -19,15 +19,21 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
 from gpudc.errors import InputError
 from gpudc.plan.types import Node, Plan
 from gpudc.validate import checks
+from gpudc.validate.facts import ProbeFacts, Reading, read_valid_facts
 from gpudc.validate.fanout import FanOut, SshOptions, Target
 from gpudc.validate.history import History, default_history_path
 from gpudc.validate.node_health import FORMAT, STATE_DIR, VERSION
@@ -44,19 +50,78 @@ SSH_COMMAND = f"cat {STATE_DIR}/verdict.json"
 
 
 class Loaded:
-    """One node's verdict document, or why there is none."""
+    """One node's verdict document, or why there is none; with its facts read against the
+    schema when they were validated while parsing (None: evaluate reads them), and the document
+    as it came (for the run's facts)."""
 
-    __slots__ = ("doc", "problem")
+    __slots__ = ("doc", "problem", "raw", "reading")
 
-    def __init__(self, doc: dict[str, Any] | None, problem: tuple[str, str] | None = None) -> None:
+    def __init__(self, doc: dict[str, Any] | None, problem: tuple[str, str] | None = None,
+                 reading: Reading | None = None, raw: str | bytes | None = None) -> None:
         self.doc = doc
         self.problem = problem  # (check, message)
+        self.reading = reading
+        self.raw = raw
+
+
+class NodeFacts(Mapping[str, dict[str, Any]]):
+    """A collected run's facts, node -> the facts of its node-local verdict as the node wrote
+    them. Each is kept as its document's text and parsed when first looked up: 25,000 nodes'
+    facts as objects were over a gigabyte and a third of a collect's time, for a mapping that a
+    caller reads a few nodes of, if any."""
+
+    def __init__(self) -> None:
+        self._raw: dict[str, str | bytes] = {}
+        self._parsed: dict[str, dict[str, Any]] = {}
+
+    def add(self, node: str, raw: str | bytes) -> None:
+        self._raw[node] = raw
+        self._parsed.pop(node, None)
+
+    def __getitem__(self, node: str) -> dict[str, Any]:
+        found = self._parsed.get(node)
+        if found is None:
+            facts: dict[str, Any] = json.loads(self._raw[node])["facts"]
+            found = self._parsed[node] = facts
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._raw
+
+
+@with_config(ConfigDict(extra="allow"))
+class _Document(TypedDict):
+    """A node-local verdict whose facts fit the facts schema; its other keys as JSON has them."""
+
+    facts: ProbeFacts
+
+
+#: parses a verdict and validates its facts in one pass (pydantic-core's JSON parser): a fifth
+#: faster than json.loads and then validating the parsed facts, which was most of a collect's time
+_DOCUMENT = TypeAdapter(_Document)
+
+
+def _load(text: str | bytes) -> tuple[Any, Reading | None]:
+    """The document, and its facts' Reading when they fit the schema as sent. Anything else
+    (not JSON, no facts, facts that do not fit) is parsed by json and left to read_facts, which
+    names and repairs what does not fit."""
+    try:
+        doc = _DOCUMENT.validate_json(text)
+    except ValidationError:
+        return json.loads(text), None
+    return doc, read_valid_facts(doc["facts"])
 
 
 def parse_verdict(text: str | bytes, node: str, now: float, max_age_s: float) -> Loaded:
     """A node-local verdict document, checked for format, node name and age."""
     try:
-        doc = json.loads(text)
+        doc, reading = _load(text)
     except ValueError as exc:
         return Loaded(None, ("collect.unreadable", f"node-local verdict is not JSON ({exc})"))
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -72,23 +137,30 @@ def parse_verdict(text: str | bytes, node: str, now: float, max_age_s: float) ->
     if age > max_age_s:
         return Loaded(None, ("collect.stale", f"latest node-local verdict is {age:.0f}s old (limit {max_age_s:g}s): "
                                               "is gpudc-probe running as Slurm's HealthCheckProgram?"))
-    return Loaded(doc)
+    return Loaded(doc, reading=reading, raw=text)
 
 
-def _from_dir(folder: Path, nodes: list[Node], now: float, max_age_s: float) -> dict[str, Loaded]:
-    def one(node: Node) -> tuple[str, Loaded]:
-        for path in (folder / f"{node.name}.json", folder / node.name / "verdict.json"):
+def _from_dir(folder: Path, nodes: list[Node], now: float, max_age_s: float) -> Iterator[tuple[str, Loaded]]:
+    """Each node's verdict, read and parsed as the caller judges it (one document in memory at
+    a time). No threads: parsing holds the GIL, and a spool folder is local or a mounted file
+    system whose reads are short (a thread pool here cost more in lock hand-offs than it saved);
+    many nodes are shared among worker processes instead (_work)."""
+    base = str(folder)
+    for node in nodes:
+        name = node.name
+        for path in (f"{base}/{name}.json", f"{base}/{name}/verdict.json"):
             try:
-                return node.name, parse_verdict(path.read_bytes(), node.name, now, max_age_s)
+                with open(path, "rb") as fh:
+                    data = fh.read()
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                return node.name, Loaded(None, ("collect.unreadable", f"{path}: {exc.strerror}"))
-        return node.name, Loaded(None, ("collect.missing", f"no node-local verdict in {folder}"))
-
-    # one thread: parsing JSON holds the GIL, and a spool folder is local or a mounted file
-    # system whose reads are short (a thread pool here cost more in lock hand-offs than it saved)
-    return dict(map(one, nodes))
+                yield name, Loaded(None, ("collect.unreadable", f"{path}: {exc.strerror}"))
+                break
+            yield name, parse_verdict(data, name, now, max_age_s)
+            break
+        else:
+            yield name, Loaded(None, ("collect.missing", f"no node-local verdict in {folder}"))
 
 
 def _over_ssh(ssh: SshOptions, nodes: list[Node], addresses: Mapping[str, str], now: float,
@@ -109,9 +181,9 @@ def _over_ssh(ssh: SshOptions, nodes: list[Node], addresses: Mapping[str, str], 
 
 @contextlib.contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
-    """Parsing thousands of verdict documents makes millions of dicts and lists that all stay
-    alive until the run ends: the cyclic collector's full passes over them cost a third of the
-    time and free nothing (a JSON document has no cycles). Reference counting still frees."""
+    """Parsing thousands of verdict documents makes millions of dicts and lists: the cyclic
+    collector's passes over them cost a third of the time and free nothing (a JSON document has
+    no cycles). Reference counting still frees."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -145,10 +217,14 @@ def collect_verdicts(
     max_age_s: float = MAX_AGE_S,
     now: float | None = None,
     on_node: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> ValidateRun:
     """Judge the latest node-local verdicts of the selected nodes and record them as one run.
 
-    `source`: a spool folder; else `ssh` reads each node's file over the fan-out (no probe)."""
+    `source`: a spool folder; else `ssh` reads each node's file over the fan-out (no probe).
+    `workers`: processes that read, parse and judge a spool folder's verdicts side by side (None:
+    one per CPU from PARALLEL_MIN nodes on; 1: all in this process). The run, its verdicts, its
+    facts (NodeFacts) and its history rows are the same either way."""
     if (source is None) == (ssh is None):
         raise InputError("collect: give a verdict folder or SSH options (one of them)")
     if max_age_s <= 0:
@@ -159,67 +235,170 @@ def collect_verdicts(
     policy = load_policy(policy_overrides)
     started = time.time()
     now = started if now is None else now
+    if workers is None:
+        workers = _cpus() if len(nodes) >= PARALLEL_MIN else 1
     with _no_cyclic_gc():
         return _collect(plan, nodes, policy, source, ssh, addresses or {}, history_path, record_history, max_age_s,
-                        started, now, on_node)
+                        started, now, on_node, max(1, workers))
+
+
+#: from this many nodes on, a spool folder is judged by one process per CPU
+PARALLEL_MIN = 1000
+#: nodes per task handed to a worker process
+_CHUNK = 250
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Judge:
+    """Judges one node's loaded verdict: the work that is the same in this process and in a
+    worker (which opens its own connection to the history, reading only)."""
+
+    def __init__(self, policy: Policy, history: History | None, run_id: int | None) -> None:
+        self.policy = policy
+        self.history = history if run_id is not None else None
+        self.run_id = run_id
+        self.window = int(policy.threshold("flapping_window"))
+        self.min_flips = int(policy.threshold("flapping_min_flips"))
+
+    def __call__(self, node: Node, item: Loaded) -> tuple[Verdict, float | None, list[str], int,
+                                                           str | bytes | None]:
+        """(verdict, boot time, XID ids to remember, flips when flapping else 0, the document
+        whose facts were judged)."""
+        history = self.history
+        boot_time: float | None = None
+        xid_ids: list[str] = []
+        raw: str | bytes | None = None
+        if item.doc is None:
+            check, message = item.problem or ("collect.missing", "no node-local verdict")
+            verdict = Verdict.unreachable(node.name, check, message)
+        elif not isinstance(item.doc.get("facts"), dict):
+            # the probe itself did not finish on the node: its own findings are all there is
+            own = [Finding(str(f.get("check")), f.get("severity", "fail"), str(f.get("message")),
+                           f.get("action", "none"))
+                   for f in item.doc.get("findings") or [] if isinstance(f, dict)]
+            verdict = Verdict.from_findings(node.name, [*own, _node_note(item.doc)])
+        else:
+            facts: dict[str, Any] = item.doc["facts"]
+            raw = item.raw if item.raw is not None else json.dumps(item.doc)
+            boot = facts.get("boot_time")
+            boot_time = float(boot) if isinstance(boot, int | float) else None
+            view = history.view(node.name, boot_time, before_run=self.run_id) if history else None
+            judged = checks.evaluate(node.name, facts, node.expected, self.policy, view, item.reading)
+            verdict = Verdict(judged.node, judged.verdict, judged.action,
+                              [*judged.findings, _node_note(item.doc)])
+            if facts.get("xids"):  # reading the facts again only where there are XIDs to remember
+                xid_ids = checks.reported_xid_ids(facts, self.policy, item.reading)
+        flips = 0
+        if history is not None:
+            found: dict[str, int] = {}
+            verdict = flag_flapping(history, node.name, verdict, self.window, self.min_flips, found)
+            flips = found.get(node.name, 0)
+        return verdict, boot_time, xid_ids, flips, raw
+
+
+# -- worker processes --------------------------------------------------------------------------
+# Forked before the history is opened; each task is a slice of the nodes. A worker sends back
+# plain tuples (a Finding's fields), cheaper to pickle than dataclasses, and the document whose
+# facts it judged as it read it.
+
+_Result = tuple[str, tuple[str, str, str, list[tuple[Any, ...]]], float | None, list[str], int,
+                str | bytes | None]
+#: (nodes, folder, now, max_age_s, policy, history path or None), set before forking
+_WORK: tuple[list[Node], Path, float, float, Policy, Path | None] | None = None
+
+
+def _work(task: tuple[int, int, int | None]) -> list[_Result]:
+    assert _WORK is not None
+    nodes, folder, now, max_age_s, policy, history_path = _WORK
+    first, last, run_id = task
+    history = History(history_path) if history_path is not None and run_id is not None else None
+    try:
+        judge = _Judge(policy, history, run_id)
+        out: list[_Result] = []
+        part = nodes[first:last]
+        for node, (_, item) in zip(part, _from_dir(folder, part, now, max_age_s), strict=True):
+            verdict, boot_time, xid_ids, flips, raw = judge(node, item)
+            findings = [(f.check, f.severity, f.message, f.action, f.gpu, f.evidence, f.value, f.floor, f.unit)
+                        for f in verdict.findings]
+            out.append((node.name, (verdict.node, verdict.verdict, verdict.action, findings), boot_time, xid_ids,
+                        flips, raw))
+        return out
+    finally:
+        if history is not None:
+            history.close()
+
+
+def _in_workers(pool: Any, nodes: list[Node], run_id: int | None) -> Iterator[tuple[
+        Verdict, float | None, list[str], int, str | bytes | None]]:
+    tasks = [(i, min(i + _CHUNK, len(nodes)), run_id) for i in range(0, len(nodes), _CHUNK)]
+    for results in pool.imap(_work, tasks):
+        for _, (node, verdict, action, findings), boot_time, xid_ids, flips, raw in results:
+            yield Verdict(node, verdict, action, [Finding(*f) for f in findings]), boot_time, xid_ids, flips, raw
 
 
 def _collect(plan: Plan, nodes: list[Node], policy: Policy, source: Path | None, ssh: SshOptions | None,
              addresses: Mapping[str, str], history_path: Path | None, record_history: bool, max_age_s: float,
-             started: float, now: float, on_node: Callable[[str], None] | None) -> ValidateRun:
-    if source is not None:
+             started: float, now: float, on_node: Callable[[str], None] | None, workers: int) -> ValidateRun:
+    global _WORK
+    path = (history_path or default_history_path()) if record_history else None
+    pool: Any = None
+    loaded: Iterator[tuple[str, Loaded]] | None = None
+    if source is not None and workers > 1 and len(nodes) > _CHUNK:
+        _WORK = (nodes, source, now, max_age_s, policy, path)
+        try:  # forked here, before this process opens the history
+            pool = multiprocessing.get_context("fork").Pool(min(workers, -(-len(nodes) // _CHUNK)))
+        finally:
+            _WORK = None
+    elif source is not None:
         loaded = _from_dir(source, nodes, now, max_age_s)
     else:
         assert ssh is not None
-        loaded = _over_ssh(ssh, nodes, addresses, now, max_age_s)
-    history = History(history_path or default_history_path()) if record_history else None
+        fetched = _over_ssh(ssh, nodes, addresses, now, max_age_s)
+        loaded = ((n.name, fetched.pop(n.name)) for n in nodes)
     verdicts: list[Verdict] = []
-    all_facts: dict[str, dict[str, Any]] = {}
+    all_facts = NodeFacts()
     flapping: dict[str, int] = {}
     run_id: int | None = None
     records: list[tuple[Verdict, float | None, list[str]]] = []
+    history: History | None = None
     try:
+        history = History(path) if path is not None else None
         if history is not None:
             # the whole run is recorded in one transaction at its end (record_many): a killed
             # collect leaves an unfinished run without verdicts, never half of one
             history.connection.execute("PRAGMA synchronous=NORMAL")
             run_id = history.start_run(plan.site.stack, plan.site.name, LEVEL, len(nodes))
-        window = int(policy.threshold("flapping_window"))
-        min_flips = int(policy.threshold("flapping_min_flips"))
-        for node in nodes:
-            item = loaded.pop(node.name)
-            boot_time: float | None = None
-            xid_ids: list[str] = []
-            if item.doc is None:
-                check, message = item.problem or ("collect.missing", "no node-local verdict")
-                verdict = Verdict.unreachable(node.name, check, message)
-            elif not isinstance(item.doc.get("facts"), dict):
-                # the probe itself did not finish on the node: its own findings are all there is
-                own = [Finding(str(f.get("check")), f.get("severity", "fail"), str(f.get("message")),
-                               f.get("action", "none"))
-                       for f in item.doc.get("findings") or [] if isinstance(f, dict)]
-                verdict = Verdict.from_findings(node.name, [*own, _node_note(item.doc)])
-            else:
-                facts: dict[str, Any] = item.doc["facts"]
-                all_facts[node.name] = facts
-                boot = facts.get("boot_time")
-                boot_time = float(boot) if isinstance(boot, int | float) else None
-                view = history.view(node.name, boot_time, before_run=run_id) if history else None
-                judged = checks.evaluate(node.name, facts, node.expected, policy, view)
-                verdict = Verdict(judged.node, judged.verdict, judged.action,
-                                  [*judged.findings, _node_note(item.doc)])
-                if facts.get("xids"):  # reading the facts again only where there are XIDs to remember
-                    xid_ids = checks.reported_xid_ids(facts, policy)
+        if pool is not None:
+            judged = _in_workers(pool, nodes, run_id)
+        else:
+            assert loaded is not None
+            judge = _Judge(policy, history, run_id)
+            judged = (judge(node, item) for node, (_, item) in zip(nodes, loaded, strict=True))
+        for node, (verdict, boot_time, xid_ids, flips, raw) in zip(nodes, judged, strict=True):
+            if raw is not None:
+                all_facts.add(node.name, raw)
+            if flips:
+                flapping[node.name] = flips
             if history is not None and run_id is not None:
-                verdict = flag_flapping(history, node.name, verdict, window, min_flips, flapping)
                 records.append((verdict, boot_time, xid_ids))
             verdicts.append(verdict)
             if on_node is not None:
                 on_node(node.name)
+        if pool is not None:
+            pool.close()
+            pool.join()
         if history is not None and run_id is not None:
             history.record_many(run_id, records)
             history.finish_run(run_id)
     finally:
+        if pool is not None:
+            pool.terminate()
         if history is not None:
             history.close()
     info = RunInfo(stack=plan.site.stack, site=plan.site.name, level=LEVEL, started=started,

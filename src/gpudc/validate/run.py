@@ -58,7 +58,9 @@ class ValidateRun:
     info: RunInfo
     checks: list[str]  # every check that ran (for JUnit / Prometheus)
     run_id: int | None  # the history's run id (None: not recorded)
-    facts: dict[str, dict[str, Any]]  # node -> probe facts, for nodes that were probed
+    # node -> probe facts, for nodes that were probed (collect: the facts of each node-local
+    # verdict it judged, parsed when first looked up)
+    facts: Mapping[str, dict[str, Any]]
 
 
 def select_nodes(plan: Plan, limit: str | None) -> list[Node]:

@@ -38,7 +38,7 @@ from gpudc.validate.checks import (
     xid,
 )
 from gpudc.validate.checks.base import Context, HistoryView
-from gpudc.validate.facts import read_facts
+from gpudc.validate.facts import Reading, read_facts
 from gpudc.validate.policy import Policy
 from gpudc.validate.types import Finding, Verdict
 
@@ -92,10 +92,15 @@ def evaluate(
     expected: Expectation | None,
     policy: Policy,
     history: HistoryView | None = None,
+    reading: Reading | None = None,
 ) -> Verdict:
     """The node's verdict from its probe facts as the probe printed them (pure: no I/O beyond
-    what history answers). Never raises for what a node sends."""
-    reading = read_facts(facts)
+    what history answers). Never raises for what a node sends.
+
+    `reading`: the facts already read against the schema (read_facts, or parsed and validated
+    in one step from JSON by the caller); read here when None."""
+    if reading is None:
+        reading = read_facts(facts)
     findings: list[Finding] = schema.findings(reading, policy)
     if reading.facts is None:
         return Verdict.from_findings(node, findings)
@@ -117,10 +122,11 @@ def evaluate(
     return Verdict.from_findings(node, findings)
 
 
-def reported_xid_ids(facts: Mapping[str, Any], policy: Policy) -> list[str]:
+def reported_xid_ids(facts: Mapping[str, Any], policy: Policy, reading: Reading | None = None) -> list[str]:
     """Ids of the XID events inside the window: what the history should remember as reported
-    (none for facts that cannot be read)."""
-    reading = read_facts(facts)
+    (none for facts that cannot be read). `reading`: as evaluate's."""
+    if reading is None:
+        reading = read_facts(facts)
     if reading.facts is None:
         return []
     return xid.reported_xid_ids(Context("", reading.facts, None, policy, None))

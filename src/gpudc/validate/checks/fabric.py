@@ -25,7 +25,6 @@ def check(ctx: Context) -> list[Finding]:
                     )
                 )
             continue
-        ev = _evidence(fab)
         state, status = fab["state"], fab["status"] or ""
         if state != "completed" or (status and status != "success"):
             out.append(
@@ -34,7 +33,7 @@ def check(ctx: Context) -> list[Finding]:
                     "fabric_incomplete",
                     f"fabric state {state}, status {status or '?'} on GPU {i}",
                     i,
-                    ev,
+                    _evidence(fab),
                 )
             )
             continue
@@ -58,7 +57,7 @@ def check(ctx: Context) -> list[Finding]:
                     "fabric_unhealthy",
                     f"fabric {', '.join(dict.fromkeys(problems))} on GPU {i}",
                     i,
-                    ev,
+                    _evidence(fab),
                 )
             )
         if exp is not None and exp.clique_required:
@@ -71,13 +70,14 @@ def check(ctx: Context) -> list[Finding]:
                         "fabric_clique",
                         f"GPU {i} is in no NVLink clique (cliqueId {clique}, clusterUuid {uuid or 'none'})",
                         i,
-                        ev,
+                        _evidence(fab),
                     )
                 )
     return out
 
 
 def _evidence(fab: Fabric) -> str:
+    """The fabric block as a finding's evidence (formatted only for a finding)."""
     return (
         f"state={fab['state']}, status={fab['status']}, clique_id={fab['clique_id']}, "
         f"cluster_uuid={fab['cluster_uuid']}, health_mask={fab['health_mask']}, "

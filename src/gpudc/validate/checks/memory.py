@@ -50,46 +50,49 @@ def check(ctx: Context) -> list[Finding]:
             )
         remap = gpu.get("remap")
         if remap is not None:
-            ev = (
-                f"correctable {remap['correctable']}, uncorrectable {remap['uncorrectable']}, "
-                f"pending {remap['pending']}, failure {remap['failure']}"
-            )
-            if remap["failure"]:
-                out.append(ctx.finding("remap", "remap_failure", f"row remapping failed on GPU {i}", i, ev))
-            elif remap["pending"]:
-                out.append(
-                    ctx.finding(
-                        "remap",
-                        "remap_pending",
-                        f"row remapping pending on GPU {i} (needs a GPU reset)",
-                        i,
-                        ev,
-                    )
-                )
             unc = remap["uncorrectable"]
-            if unc >= p.threshold("remap_uncorrectable_warn"):
-                out.append(
-                    ctx.finding(
-                        "remap",
-                        "remap_uncorrectable_many",
-                        f"{int(unc)} rows remapped for uncorrectable errors on GPU {i}",
-                        i,
-                        ev,
-                    )
+            many = unc >= p.threshold("remap_uncorrectable_warn")
+            if remap["failure"] or remap["pending"] or many:  # the evidence as text only for a finding
+                ev = (
+                    f"correctable {remap['correctable']}, uncorrectable {remap['uncorrectable']}, "
+                    f"pending {remap['pending']}, failure {remap['failure']}"
                 )
+                if remap["failure"]:
+                    out.append(ctx.finding("remap", "remap_failure", f"row remapping failed on GPU {i}", i, ev))
+                elif remap["pending"]:
+                    out.append(
+                        ctx.finding(
+                            "remap",
+                            "remap_pending",
+                            f"row remapping pending on GPU {i} (needs a GPU reset)",
+                            i,
+                            ev,
+                        )
+                    )
+                if many:
+                    out.append(
+                        ctx.finding(
+                            "remap",
+                            "remap_uncorrectable_many",
+                            f"{int(unc)} rows remapped for uncorrectable errors on GPU {i}",
+                            i,
+                            ev,
+                        )
+                    )
         pages = gpu.get("retired_pages")
         if pages is not None:
             sbe, dbe = pages["sbe"], pages["dbe"]
-            ev = f"sbe {sbe}, dbe {dbe}, pending {pages['pending']}"
             if sbe + dbe >= p.threshold("retired_pages_total_fail") or dbe > p.threshold(
                 "retired_pages_dbe_fail"
             ):
+                ev = f"sbe {sbe}, dbe {dbe}, pending {pages['pending']}"
                 out.append(
                     ctx.finding(
                         "retired_pages", "retired_pages", f"{int(sbe + dbe)} retired pages on GPU {i}", i, ev
                     )
                 )
             elif pages["pending"]:
+                ev = f"sbe {sbe}, dbe {dbe}, pending {pages['pending']}"
                 out.append(
                     ctx.finding(
                         "retired_pages", "retired_pages_pending", f"page retirement pending on GPU {i}", i, ev

@@ -21,22 +21,23 @@ def check(ctx: Context) -> list[Finding]:
             continue
         gen, gen_max = pcie["gen"], pcie["gen_max"]
         width, width_max = pcie["width"], pcie["width_max"]
-        link = f"Gen{_i(gen)} x{_i(width)} (max Gen{_i(gen_max)} x{_i(width_max)})"
         if exp is not None and exp.pcie_gen is not None and exp.pcie_width is not None:
-            want = f"Gen{exp.pcie_gen} x{exp.pcie_width}"
             reasons = gpu.get("clocks_event_reasons")
             idle = reasons is not None and bool(reasons & _IDLE)
             bad_width = width is not None and width < exp.pcie_width
             bad_gen_max = gen_max is not None and gen_max < exp.pcie_gen
             low_gen = gen is not None and gen < exp.pcie_gen
-            if bad_width or bad_gen_max or (low_gen and not idle):
-                out.append(
-                    ctx.finding(
-                        "pcie", "pcie_degraded", f"PCIe link of GPU {i} is {link}, expected {want}", i, link
+            if bad_width or bad_gen_max or low_gen:  # the link as text only for a finding
+                link = f"Gen{_i(gen)} x{_i(width)} (max Gen{_i(gen_max)} x{_i(width_max)})"
+                if bad_width or bad_gen_max or not idle:
+                    want = f"Gen{exp.pcie_gen} x{exp.pcie_width}"
+                    out.append(
+                        ctx.finding(
+                            "pcie", "pcie_degraded", f"PCIe link of GPU {i} is {link}, expected {want}", i, link
+                        )
                     )
-                )
-            elif low_gen:
-                out.append(ctx.info("pcie", f"PCIe link of GPU {i} downclocked at idle: {link}", i, link))
+                else:  # only the current generation is low, at idle
+                    out.append(ctx.info("pcie", f"PCIe link of GPU {i} downclocked at idle: {link}", i, link))
         replay = pcie["replay"]
         if replay and now is not None and boot is not None and now > boot:
             lanes = width or (exp.pcie_width if exp and exp.pcie_width else 16)

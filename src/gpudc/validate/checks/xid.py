@@ -58,11 +58,15 @@ def in_window(ctx: Context) -> list[XidEvent]:
 
 
 def check(ctx: Context) -> list[Finding]:
+    events_in_window = in_window(ctx)
+    if not events_in_window:
+        return []
+    # the history is asked only where there are events to compare (most nodes have none)
     seen = ctx.history.seen_xids() if ctx.history is not None else set()
     boot = ctx.facts["boot_time"]
     gpus = ctx.facts["gpus"]
     groups: dict[tuple[int, int | None, str], list[XidEvent]] = {}
-    for ev in in_window(ctx):
+    for ev in events_in_window:
         t = ev["time"]
         if ev["id"] in seen:
             state = "seen"
