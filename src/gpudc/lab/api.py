@@ -26,7 +26,7 @@ import yaml
 
 from gpudc import secrets
 from gpudc.errors import GpudcError, InputError
-from gpudc.lab import hosts, net, rootfs, services
+from gpudc.lab import boot_network, hosts, net, rootfs, services
 from gpudc.lab import slurm as lab_slurm
 from gpudc.lab import state as st
 from gpudc.plan.types import Node, Plan
@@ -111,7 +111,7 @@ def lab_plan(stack: str, nodes: int | None) -> tuple[str, Plan]:
     stack = str(_stack_file(stack))
     plan = load_plan(stack)
     if nodes is None or nodes == len(plan.nodes):
-        return stack, plan
+        return _with_boot_macs(stack, plan)
     if nodes < 1:
         raise InputError(f"--nodes: {nodes} must be at least 1")
     if nodes > 200:
@@ -131,7 +131,26 @@ def lab_plan(stack: str, nodes: int | None) -> tuple[str, Plan]:
     plan = load_plan(str(derived))
     if len(plan.nodes) != nodes:
         raise InputError(f"--nodes: could not size stack {stack} to {nodes} hosts (got {len(plan.nodes)})")
-    return str(derived), plan
+    return _with_boot_macs(str(derived), plan)
+
+
+def _with_boot_macs(stack: str, plan: Plan) -> tuple[str, Plan]:
+    """Kea reserves the boot network's addresses by MAC: a lab node the stack gives no boot MAC gets a
+    locally administered one (02:67:64:...), written into a derived stack in the run dir."""
+    from gpudc.plan import load_plan
+
+    missing = boot_network.missing_macs(plan) if boot_network.boot_segment(plan) else []
+    if not missing:
+        return stack, plan
+    data = yaml.safe_load(Path(stack).read_text())
+    macs = data["config"].setdefault("gpudc:macs", {})
+    for index, node in enumerate(plan.nodes):
+        if node.name in missing:
+            macs.setdefault(node.name, {})["boot"] = f"02:67:64:00:{index >> 8:02x}:{index & 0xFF:02x}"
+    derived = st.run_dir() / "stacks" / f"Pulumi.{plan.site.name}.yaml"
+    derived.parent.mkdir(parents=True, exist_ok=True)
+    derived.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(derived), load_plan(str(derived))
 
 
 def _plan_for(lab: dict[str, Any]) -> Plan:
@@ -361,9 +380,16 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     net.create_bridge([str(controller), str(oob_gw)])
     for rec in recs:
         net.add_bridge_address(f"{rec['bmc_address']}/32")
-    net.create_hosts(
-        [(r["name"], r["index"], f"{r['address']}/{controller.network.prefixlen}") for r in recs]
-    )
+    render_dir = _render_tree(plan)
+    segment = boot_network.boot_segment(plan)
+    if segment is not None:
+        progress(f"boot network: {len(segment.leaves)} leaves and their spines with FRR, relays on "
+                 f"{', '.join(segment.leaves)}, Kea at {controller.ip}")
+        lab["fabric"] = boot_network.start(lab, plan, render_dir)
+    else:  # no relayed boot network in the plan: hosts on the bridge with their planned addresses
+        net.create_hosts(
+            [(r["name"], r["index"], f"{r['address']}/{controller.network.prefixlen}") for r in recs]
+        )
     for rec in recs:
         rec["netns"] = net.netns_name(rec["name"])
         rec["veth"] = net.veth_name(rec["index"])
@@ -404,6 +430,9 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     st.save(lab)
     lab["services"]["bmc"] = services.start_bmc_server()
     st.save(lab)
+    progress(f"rendering the site and serving its seeds at {bridge} (gpudc boot serve)")
+    lab["services"]["seed"] = services.start_seed_server(lab["stack"], render_dir, bridge)
+    st.save(lab)
     missing = hosts.wait_ready(recs)
     if missing:
         tails = []
@@ -424,6 +453,25 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     write_access_file(doc)
     progress(f"lab up: {len(recs)} hosts in {lab['up_seconds']} s")
     return doc
+
+
+def _render_tree(plan: Plan) -> Path:
+    """The lab site rendered as an operator would (`gpudc render`): the seed server's tree."""
+    from gpudc.render import render_site
+
+    out = st.run_dir() / "render"
+    render_site(plan, out)
+    return out
+
+
+def seed_url(lab: dict[str, Any], node: str) -> str | None:
+    """The node's own seed URL on the lab's seed server (None when none runs)."""
+    if not lab.get("services", {}).get("seed"):
+        return None
+    from gpudc.boot.tokens import seed_url as token_url
+    from gpudc.render.artifacts import boot_base_url
+
+    return token_url(lab["site"], node, boot_base_url(_plan_for(lab), lab["bridge_address"]))
 
 
 def access_file() -> Path:
@@ -695,7 +743,8 @@ def _reimage(lab: dict[str, Any], rec: dict[str, Any]) -> None:
     rec["generation"] = rec.get("generation", 0) + 1
     node = _plan_node(lab, rec["name"])
     gpu, log = healthy_gpu(node, rec["hardware_faults"]) if lab.get("gpu") else ({}, [])
-    hosts.customize(lab, rec, gpu)
+    # a freshly installed node: cloud-init fetches and applies its seed from the boot server
+    hosts.customize(lab, rec, gpu, seed_url=seed_url(lab, rec["name"]))
     lab_slurm.customize_host(rec, node)
     hosts.append_kernel_log(rec, log)
 

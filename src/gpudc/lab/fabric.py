@@ -235,7 +235,7 @@ class FabricLab:
     """
 
     def __init__(self, plan: Plan, rendered: Path, workdir: Path, prefix: str = "gpudc-t-",
-                 fabric: str = "inband", vrf: bool | None = None) -> None:
+                 fabric: str = "inband", vrf: bool | None = None, frr_root: Path | None = None) -> None:
         self.plan, self.rendered, self.workdir, self.prefix, self.fabric = plan, rendered, workdir, prefix, fabric
         self.intents = {i.name: i for i in switch_intents(plan, fabric)}
         if not self.intents:
@@ -246,7 +246,7 @@ class FabricLab:
         self.hosts: dict[str, str] = {}  # node -> namespace
         self.boot_leaf: str | None = None
         self._veths = 0
-        self._frr_root: Path | None = None
+        self._frr_root: Path | None = frr_root  # None: /run/<prefix>frr-<pid>/, made on first use
 
     # -- names ---------------------------------------------------------------------------------
     def ns(self, switch: str) -> str:
@@ -311,16 +311,17 @@ class FabricLab:
             proc.wait(timeout=5)
 
     # -- the fabric ----------------------------------------------------------------------------
-    def up(self, boot_leaf: str | None = None) -> None:
+    def up(self, boot_leaf: str | None = None, boot_server: bool = True) -> None:
         """Namespaces, cables, data plane and FRR of every switch; the boot server namespace on
-        `boot_leaf` (default: the first leaf of the segment; without VRF, pass the leaf under test)."""
+        `boot_leaf` (default: the first leaf of the segment; without VRF, pass the leaf under test).
+        `boot_server=False`: no boot server namespace (the caller attaches its own, see `attach_root`)."""
         try:
-            self._up(boot_leaf)
+            self._up(boot_leaf, boot_server)
         except BaseException:
             self.down()
             raise
 
-    def _up(self, boot_leaf: str | None) -> None:
+    def _up(self, boot_leaf: str | None, boot_server: bool = True) -> None:
         for name in self.intents:
             self._add_ns(self.ns(name))
         done: set[tuple[str, str]] = set()
@@ -337,7 +338,7 @@ class FabricLab:
                 if argv[:3] == ["ip", "link", "set"] and argv[3] in hosts:
                     continue
                 self._run(ns, argv)
-        if self.segment.dhcp_relay:
+        if self.segment.dhcp_relay and boot_server:
             self._boot_server(boot_leaf or self.segment.leaves[0])
         for intent in self.intents.values():
             self._frr(intent)
@@ -384,7 +385,7 @@ class FabricLab:
         daemons drop to it), under /run/<prefix>frr-<pid>/, removed by down()."""
         if self._frr_root is None:
             self._frr_root = Path(f"/run/{self.prefix}frr-{os.getpid()}")
-            self._frr_root.mkdir(mode=0o755)
+        self._frr_root.mkdir(mode=0o755, exist_ok=True)
         d = self._frr_root / switch
         if not d.exists():
             d.mkdir(mode=0o755)
@@ -446,14 +447,17 @@ class FabricLab:
         _wait(started, 10, "kea-dhcp4 did not start")
         return log
 
-    def relay_start(self, leaf: str) -> None:
-        """dhcrelay on a boot leaf: the SVI (downstream) to the segment's boot servers; in the VRF."""
+    def relay_start(self, leaf: str, upstream: list[str] | None = None) -> None:
+        """dhcrelay on a boot leaf: the SVI (downstream) to the segment's boot servers; in the VRF.
+        `upstream`: the interfaces toward the servers (default: the L3 VNI's bridge with a VRF, and
+        the routed port to the boot server namespace on its leaf)."""
         intent = self.intents[leaf]
         seg = self.segment
         if not seg.dhcp_relay:
             raise FabricError(f"{self.fabric}: the plan relays DHCP nowhere")
         d = self._dir(leaf)
-        upstream = [intent.l3_bridge] if self.vrf else []
+        if upstream is None:
+            upstream = [intent.l3_bridge] if self.vrf else []
         if leaf == self.boot_leaf:
             sw = next(s for s in self.plan.switches if s.name == leaf)
             upstream.append(cumulus_port(str(sw.ports), 1))
@@ -475,7 +479,7 @@ class FabricLab:
     def attach(self, node: str, mac: str | None = None) -> str:
         """A host namespace for `node` on its planned leaf port (eth0 with `mac`, default the plan's
         boot MAC). Returns the namespace."""
-        leaf, port = self._leaf_port(node)
+        leaf, port = self.leaf_port(node)
         n = self.plan.node(node)
         mac = mac or n.boot_mac
         ns = f"{self.prefix}{node}"
@@ -488,7 +492,25 @@ class FabricLab:
         self.hosts[node] = ns
         return ns
 
-    def _leaf_port(self, node: str) -> tuple[str, str]:
+    def attach_root(self, leaf: str, bridge: str, link: str) -> str:
+        """Bridge a root-namespace bridge (a controller on the segment, as a head node is) into the
+        segment on `leaf`'s last port, an access port of its SVI bridge. `link` names the root side
+        of the veth; deleting the leaf's namespace deletes it. Returns the leaf's port name."""
+        sw = next(s for s in self.plan.switches if s.name == leaf)
+        port = cumulus_port(str(sw.ports), 1)  # never cabled by the plan's sizing
+        intent = self.intents[leaf]
+        subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "gpt-root", "netns", self.ns(leaf)],
+                       check=True, capture_output=True, timeout=10)
+        subprocess.run(["ip", "link", "set", link, "master", bridge, "up"], check=True, capture_output=True, timeout=10)
+        self._run(self.ns(leaf), ["ip", "link", "set", "gpt-root", "name", port])
+        self._run(self.ns(leaf), ["ip", "link", "set", port, "master", intent.svi_name, "up"])
+        return port
+
+    def pids(self) -> dict[str, int]:
+        """key (switch/daemon) -> PID of every process this lab started and that still runs."""
+        return {key: proc.pid for key, proc in self.procs.items() if proc.poll() is None}
+
+    def leaf_port(self, node: str) -> tuple[str, str]:
         for intent in self.intents.values():
             for p in intent.ports:
                 if p.role == "host" and p.far == node:

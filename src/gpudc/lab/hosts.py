@@ -30,6 +30,27 @@ PY_DIST = "usr/lib/python3/dist-packages"
 APT_PORT = 3142
 REPO_PORT = 8080
 BOOT_TIMEOUT_S = 60.0
+#: systemd-networkd's file for a host on the lab's fabric: eth0 by DHCP (through its leaf's relay).
+DHCP_NETWORK_FILE = "etc/systemd/network/10-gpudc-lab.network"
+DHCP_NETWORK = """\
+# gpudc lab: the planned address comes from Kea, relayed by this host's leaf (gpudc.lab.fabric).
+[Match]
+Name=eth0
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[DHCPv4]
+ClientIdentifier=mac
+UseDNS=no
+UseNTP=no
+UseDomains=no
+"""
+#: cloud-init's datasource config of a reimaged host: its own seed URL (NoCloud seedfrom).
+SEED_CONFIG_FILE = "etc/cloud/cloud.cfg.d/90-gpudc-seed.cfg"
+CLOUD_INIT_DISABLED = "etc/cloud/cloud-init.disabled"
 
 
 def fs_dir() -> Path:
@@ -184,17 +205,39 @@ def install_shims(rec: dict[str, Any]) -> None:
             _copy(tool, root_dir(rec["name"]), f"usr/local/bin/{tool.name}", 0o755)
 
 
-def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any]) -> None:
-    """Write what makes a fresh overlay this host: identity, network names, apt, simulated GPU."""
+def write_seed_config(rec: dict[str, Any], seed_url: str) -> None:
+    """Turn cloud-init on with this host's own seed URL: it fetches and applies the rendered seed."""
+    root = root_dir(rec["name"])
+    # block YAML as cloud-init's own docs write it: ds-identify (a shell script) reads these lines
+    # itself to decide whether cloud-init runs at all. Mode 0600: the token keeps the seed this node's.
+    config = ("# gpudc lab: this node's seed (its rendered user-data)\n"
+              "datasource_list: [NoCloud]\n"
+              f"datasource:\n  NoCloud:\n    seedfrom: {seed_url}\n")
+    write_into(root, SEED_CONFIG_FILE, config, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        (root / CLOUD_INIT_DISABLED).unlink()
+
+
+def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any], seed_url: str | None = None) -> None:
+    """Write what makes a fresh overlay this host: identity, network names, apt, simulated GPU.
+
+    With a seed URL (a reimage) the identity is not written: cloud-init fetches the node's rendered
+    seed from the boot server and applies it (hostname, authorized key, pre-seeded host key). On the
+    lab's fabric eth0 takes its address by DHCP."""
     root = root_dir(rec["name"])
     node = rec["name"]
-    write_into(root, "etc/hostname", node + "\n")
-    hosts = ["127.0.0.1 localhost", f"127.0.1.1 {node}.{lab['domain']} {node}" if lab.get("domain") else ""]
-    hosts += [f"{h['address']} {h['name']}.{lab['domain']} {h['name']}" for h in lab["hosts"]]
-    hosts.append(f"{lab['bridge_address']} gpudc-lab-controller")
-    write_into(root, "etc/hosts", "\n".join(line for line in hosts if line) + "\n")
+    if seed_url is None:
+        write_into(root, "etc/hostname", node + "\n")
+        hosts = ["127.0.0.1 localhost", f"127.0.1.1 {node}.{lab['domain']} {node}" if lab.get("domain") else ""]
+        hosts += [f"{h['address']} {h['name']}.{lab['domain']} {h['name']}" for h in lab["hosts"]]
+        hosts.append(f"{lab['bridge_address']} gpudc-lab-controller")
+        write_into(root, "etc/hosts", "\n".join(line for line in hosts if line) + "\n")
+        write_identity(lab, rec)
+    else:
+        write_seed_config(rec, seed_url)
+    if lab.get("fabric"):
+        write_into(root, DHCP_NETWORK_FILE, DHCP_NETWORK)
     write_into(root, "etc/machine-id", machine_id(lab["site"], node) + "\n", 0o444)
-    write_identity(lab, rec)
     bridge = lab["bridge_address"]
     write_into(
         root,
@@ -252,6 +295,8 @@ def nspawn_command(rec: dict[str, Any]) -> list[str]:
         f"--directory={root_dir(node)}",
         f"--machine={node}",
         f"--network-namespace-path={net.netns_path(node)}",
+        # its own namespace's eth0 only: systemd-networkd (DHCP on the lab's fabric) needs it
+        "--capability=CAP_NET_ADMIN",
         "--console=passive",
         "--link-journal=no",
         "--resolv-conf=off",

@@ -43,6 +43,10 @@ PACKAGES = (
     "slurmd",
     "slurmctld",
     "slurm-client",
+    # A reimaged host boots as a freshly installed node does: cloud-init fetches its rendered seed
+    # from the boot server (NoCloud seedfrom) and applies it; locales for its locale module.
+    "cloud-init",
+    "locales",
 )
 
 #: Units a lab host never needs; masking them makes 16 hosts boot in seconds on 2 cores.
@@ -89,6 +93,17 @@ mkdir -p "$root"/root/.ssh && chmod 700 "$root"/root/.ssh
 # site's, never one shared by every host built from this tree.
 rm -f "$root"/etc/munge/munge.key
 for unit in munge slurmd slurmctld; do rm -f "$root/etc/systemd/system/multi-user.target.wants/$unit.service"; done
+# Hosts take their addresses by DHCP (systemd-networkd; each host's .network file is written at
+# lab up). cloud-init is off (its documented switch, /etc/cloud/cloud-init.disabled) until a
+# reimage gives a host its NoCloud seed URL and removes the switch; it then looks only for NoCloud,
+# so no other datasource probes a metadata address.
+mkdir -p "$root"/etc/systemd/system/multi-user.target.wants "$root"/etc/systemd/system/sockets.target.wants
+ln -sf /lib/systemd/system/systemd-networkd.service "$root"/etc/systemd/system/multi-user.target.wants/systemd-networkd.service
+ln -sf /lib/systemd/system/systemd-networkd.socket "$root"/etc/systemd/system/sockets.target.wants/systemd-networkd.socket
+: > "$root"/etc/cloud/cloud-init.disabled
+# the locale cloud-init's locale module sets by default, generated once here
+sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' "$root"/etc/locale.gen
+chroot "$root" locale-gen >/dev/null
 """
 
 

@@ -172,6 +172,20 @@ def start_repo_server(bind: str, port: int) -> int:
     return pid
 
 
+def start_seed_server(stack: str, render_dir: Path, bind: str, port: int = 80) -> int:
+    """`gpudc boot serve` over the lab's rendered tree at the boot server address: each reimaged
+    host's cloud-init fetches its own seed there (others' are refused)."""
+    pid = spawn(
+        [sys.executable, "-m", "gpudc.cli", "boot", "serve", "--stack", stack, "--dir", str(render_dir),
+         "--host", bind, "--port", str(port)],
+        st.run_dir() / "logs" / "seed-server.log",
+    )
+    if not wait_port(bind, port):
+        terminate(pid, str(st.run_dir()))
+        raise GpudcError(f"lab: the seed server did not listen on {bind}:{port} (see {st.run_dir()}/logs/seed-server.log)")
+    return pid
+
+
 # --- BMCs ----------------------------------------------------------------------------------
 
 

@@ -44,6 +44,12 @@ NODE_CLASS = "gpudc-node"
 NODE_IPXE_CLASS = "gpudc-ipxe"
 
 
+def boot_base_url(plan: Plan, service_address: str | None = None) -> str:
+    """Where the boot server serves this site's tree (iPXE scripts, seeds): http://<boot server>/gpudc/<site>."""
+    address = service_address or (plan.boot_servers[0] if plan.boot_servers else "")
+    return f"http://{address}/gpudc/{plan.site.name}"
+
+
 @dataclass(slots=True)
 class Ctx:
     plan: Plan
@@ -73,6 +79,10 @@ class Ctx:
             service_address=plan.boot_servers[0] if plan.boot_servers else gateway(inband.prefixes[0]),
             cable_index=index,
         )
+
+    @property
+    def boot_base(self) -> str:
+        return boot_base_url(self.plan, self.service_address)
 
     def render(self, template: str, **values: Any) -> str:
         return self.env.get_template(template).render(
@@ -180,7 +190,7 @@ def render_dhcp(ctx: Ctx, w: Writer) -> None:
                         "reservations": sorted(reservations, key=lambda r: ipaddress.IPv4Address(r["ip-address"]))})
     # One client class per UEFI client type (option 93) of every CPU architecture the site boots:
     # PXE firmware gets the iPXE binary over TFTP, HTTP Boot firmware its URL (the plan's boot facts).
-    base = f"http://{ctx.service_address}/gpudc/{plan.site.name}"
+    base = ctx.boot_base
     classes: dict[int, dict[str, Any]] = {}
     for node in plan.nodes:
         nb = node.boot
@@ -220,7 +230,7 @@ def _node_info(node: Node) -> dict[str, Any]:
 
 def render_pxe(ctx: Ctx, w: Writer) -> None:
     plan = ctx.plan
-    base = f"http://{ctx.service_address}/gpudc/{plan.site.name}"
+    base = ctx.boot_base
     pools = _pools(plan)
     w.write("pxe/boot.ipxe", ctx.render("pxe/boot.ipxe.j2", pools=pools, base=base), "pxe",
             "shared iPXE script: what an iPXE client without a node reservation gets (installs nothing)")

@@ -17,6 +17,7 @@ node's failure never stops the others, and nodes not named are never touched.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 import threading
@@ -631,6 +632,19 @@ def site_backends(plan: Plan, access: SiteAccess | None = None, drainer: Drainer
     )
 
 
+def _next_second_after(slurmd_start: str) -> None:
+    """Wait (at most a second) until the clock is past the second slurmd last started in: slurmctld
+    keeps SlurmdStartTime to the second, so a restart within that same second (the provisioning run
+    had just started slurmd) would leave no new start time to wait for."""
+    try:
+        started = datetime.datetime.fromisoformat(slurmd_start)
+    except ValueError:
+        return
+    wait = (started + datetime.timedelta(seconds=1) - datetime.datetime.now()).total_seconds()
+    if 0 < wait <= 1.5:
+        time.sleep(wait + 0.05)
+
+
 def slurmd_restarter(slurm: SlurmDrainer, access: SiteAccess) -> Callable[[Node, float], str]:
     """Restart slurmd on a node over SSH and wait (bounded) for slurmctld to take its new
     registration: a node reimaged while drained may still be held with what its slurmd registered
@@ -644,6 +658,7 @@ def slurmd_restarter(slurm: SlurmDrainer, access: SiteAccess) -> Callable[[Node,
             before = slurm.state(node.name).slurmd_start
         except DrainError as exc:
             raise StepError(str(exc)) from None
+        _next_second_after(before)
         left = max(1.0, deadline - time.monotonic())
         options = SshOptions(user=access.ssh_user, port=access.ssh_port, identity=access.ssh_identity,
                              known_hosts=access.known_hosts, jump=access.jump_host(), parallel=1, tofu=False,
