@@ -216,3 +216,26 @@ def test_node_facts_parse_on_first_look(tmp_path: Path) -> None:
     assert dict(facts) == {"a": {**copy.deepcopy(doc["facts"]), "mine": True}, "b": doc["facts"]}
     with pytest.raises(KeyError):
         facts["c"]
+
+
+def dying(task: Any) -> Any:
+    import os
+
+    os._exit(9)  # a worker killed (out of memory, say)
+
+
+def test_a_worker_that_dies_fails_the_run_instead_of_hanging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    now = time.time()
+    plan = plan_of(12)
+    folder = tmp_path / "spool"
+    spool(folder, plan, now)
+    monkeypatch.setattr(collect, "_CHUNK", 4)
+    monkeypatch.setattr(collect, "_work", dying)
+    db = tmp_path / "history.db"
+    with pytest.raises(BrokenProcessPool):
+        collect_verdicts(plan, source=folder, history_path=db, now=now, workers=2)
+    with sqlite3.connect(db) as conn:  # the run started, and nothing of it was recorded
+        assert conn.execute("SELECT count(*), count(finished) FROM runs").fetchone() == (1, 0)
+        assert conn.execute("SELECT count(*) FROM verdicts").fetchone() == (0,)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from gpudc.validate.node_health import FORMAT, STATE_DIR, VERSION
 from gpudc.validate.policy import Policy, load_policy
 from gpudc.validate.reports import RunInfo
 from gpudc.validate.run import ValidateRun, flag_flapping, select_nodes
-from gpudc.validate.types import Finding, Verdict
+from gpudc.validate.types import Action, Finding, Verdict, VerdictName
 
 #: Default age beyond which a node-local verdict is stale (Slurm's default HealthCheckInterval is
 #: set by the site; three intervals of 5 minutes).
@@ -245,7 +246,7 @@ def collect_verdicts(
 #: from this many nodes on, a spool folder is judged by one process per CPU
 PARALLEL_MIN = 1000
 #: nodes per task handed to a worker process
-_CHUNK = 250
+_CHUNK = 500
 
 
 def _cpus() -> int:
@@ -307,7 +308,7 @@ class _Judge:
 # plain tuples (a Finding's fields), cheaper to pickle than dataclasses, and the document whose
 # facts it judged as it read it.
 
-_Result = tuple[str, tuple[str, str, str, list[tuple[Any, ...]]], float | None, list[str], int,
+_Result = tuple[str, tuple[str, VerdictName, Action, list[tuple[Any, ...]]], float | None, list[str], int,
                 str | bytes | None]
 #: (nodes, folder, now, max_age_s, policy, history path or None), set before forking
 _WORK: tuple[list[Node], Path, float, float, Policy, Path | None] | None = None
@@ -334,30 +335,55 @@ def _work(task: tuple[int, int, int | None]) -> list[_Result]:
             history.close()
 
 
-def _in_workers(pool: Any, nodes: list[Node], run_id: int | None) -> Iterator[tuple[
+def _start_workers(count: int, work: tuple[list[Node], Path, float, float, Policy, Path | None]
+                   ) -> ProcessPoolExecutor | None:
+    """`count` worker processes forked now (before this process opens the history) with `work`
+    as their _WORK; None where processes cannot be forked (then all is judged here)."""
+    global _WORK
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    _WORK = work
+    try:
+        pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"))
+        try:
+            pool.submit(os.getpid).result()  # forks every worker (the fork context starts them all at once)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    except OSError:
+        return None
+    finally:
+        _WORK = None
+    return pool
+
+
+def _in_workers(pool: ProcessPoolExecutor, nodes: list[Node], run_id: int | None) -> Iterator[tuple[
         Verdict, float | None, list[str], int, str | bytes | None]]:
+    """Each node's judgement from the workers, in node order (a worker that dies raises
+    BrokenProcessPool here rather than leaving the run waiting)."""
     tasks = [(i, min(i + _CHUNK, len(nodes)), run_id) for i in range(0, len(nodes), _CHUNK)]
-    for results in pool.imap(_work, tasks):
+    for results in pool.map(_work, tasks):
         for _, (node, verdict, action, findings), boot_time, xid_ids, flips, raw in results:
             yield Verdict(node, verdict, action, [Finding(*f) for f in findings]), boot_time, xid_ids, flips, raw
+
+
+@contextlib.contextmanager
+def _nowhere() -> Iterator[Callable[[list[tuple[Verdict, float | None, list[str]]]], None]]:
+    """A run recorded nowhere (no history)."""
+    yield lambda _: None
 
 
 def _collect(plan: Plan, nodes: list[Node], policy: Policy, source: Path | None, ssh: SshOptions | None,
              addresses: Mapping[str, str], history_path: Path | None, record_history: bool, max_age_s: float,
              started: float, now: float, on_node: Callable[[str], None] | None, workers: int) -> ValidateRun:
-    global _WORK
     path = (history_path or default_history_path()) if record_history else None
-    pool: Any = None
+    pool: ProcessPoolExecutor | None = None
     loaded: Iterator[tuple[str, Loaded]] | None = None
     if source is not None and workers > 1 and len(nodes) > _CHUNK:
-        _WORK = (nodes, source, now, max_age_s, policy, path)
-        try:  # forked here, before this process opens the history
-            pool = multiprocessing.get_context("fork").Pool(min(workers, -(-len(nodes) // _CHUNK)))
-        finally:
-            _WORK = None
-    elif source is not None:
+        pool = _start_workers(min(workers, -(-len(nodes) // _CHUNK)), (nodes, source, now, max_age_s, policy, path))
+    if pool is None and source is not None:
         loaded = _from_dir(source, nodes, now, max_age_s)
-    else:
+    elif pool is None:
         assert ssh is not None
         fetched = _over_ssh(ssh, nodes, addresses, now, max_age_s)
         loaded = ((n.name, fetched.pop(n.name)) for n in nodes)
@@ -370,8 +396,6 @@ def _collect(plan: Plan, nodes: list[Node], policy: Policy, source: Path | None,
     try:
         history = History(path) if path is not None else None
         if history is not None:
-            # the whole run is recorded in one transaction at its end (record_many): a killed
-            # collect leaves an unfinished run without verdicts, never half of one
             history.connection.execute("PRAGMA synchronous=NORMAL")
             run_id = history.start_run(plan.site.stack, plan.site.name, LEVEL, len(nodes))
         if pool is not None:
@@ -380,25 +404,29 @@ def _collect(plan: Plan, nodes: list[Node], policy: Policy, source: Path | None,
             assert loaded is not None
             judge = _Judge(policy, history, run_id)
             judged = (judge(node, item) for node, (_, item) in zip(nodes, loaded, strict=True))
-        for node, (verdict, boot_time, xid_ids, flips, raw) in zip(nodes, judged, strict=True):
-            if raw is not None:
-                all_facts.add(node.name, raw)
-            if flips:
-                flapping[node.name] = flips
-            if history is not None and run_id is not None:
+        # the whole run is recorded in one transaction: a killed collect leaves an unfinished run
+        # without verdicts, never half of one. Judged here, its rows go in at the end (this
+        # connection reads the nodes' past meanwhile); judged by workers (their own connections,
+        # which do not see the open transaction), part by part while they judge the rest.
+        with history.recording(run_id) if history is not None and run_id is not None else _nowhere() as record:
+            for node, (verdict, boot_time, xid_ids, flips, raw) in zip(nodes, judged, strict=True):
+                if raw is not None:
+                    all_facts.add(node.name, raw)
+                if flips:
+                    flapping[node.name] = flips
                 records.append((verdict, boot_time, xid_ids))
-            verdicts.append(verdict)
-            if on_node is not None:
-                on_node(node.name)
-        if pool is not None:
-            pool.close()
-            pool.join()
+                if pool is not None and len(records) >= _CHUNK:
+                    record(records)
+                    records = []
+                verdicts.append(verdict)
+                if on_node is not None:
+                    on_node(node.name)
+            record(records)
         if history is not None and run_id is not None:
-            history.record_many(run_id, records)
             history.finish_run(run_id)
     finally:
-        if pool is not None:
-            pool.terminate()
+        if pool is not None:  # the workers are idle by now, or finish the part they have and end
+            pool.shutdown(wait=True, cancel_futures=True)
         if history is not None:
             history.close()
     info = RunInfo(stack=plan.site.stack, site=plan.site.name, level=LEVEL, started=started,

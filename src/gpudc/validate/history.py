@@ -14,12 +14,13 @@ Where the boot time is unknown (old records, captured files) each run counts as 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,18 +205,34 @@ class History:
         self, run_id: int, items: Iterable[tuple[Verdict, float | None, Iterable[str]]]
     ) -> None:
         """`record` for many nodes in one transaction (one commit for a whole collected run)."""
+        with self.recording(run_id) as add:
+            add(items)
+
+    @contextlib.contextmanager
+    def recording(
+        self, run_id: int
+    ) -> Iterator[Callable[[Iterable[tuple[Verdict, float | None, Iterable[str]]]], None]]:
+        """`record_many` in parts, as a run's verdicts come in: every part given to the function
+        this yields goes into one transaction, committed when the block ends and rolled back when
+        it raises (a reader never sees part of the run). The transaction begins with the first
+        part; while it is open, other writers wait (the connection's busy timeout)."""
         conn = self.connection
         now = time.time()
-        verdicts: list[tuple[Any, ...]] = []
-        findings: list[tuple[Any, ...]] = []
-        xids: list[tuple[Any, ...]] = []
-        for verdict, boot_time, xid_ids in items:
-            verdicts.append((run_id, verdict.node, verdict.verdict, verdict.action, boot_time, now))
-            findings.extend((run_id, verdict.node, i, f.check, f.severity, f.action, f.gpu, f.message, f.evidence)
-                            for i, f in enumerate(verdict.findings))
-            xids.extend((verdict.node, str(i), run_id) for i in xid_ids)
-        conn.execute("BEGIN")
-        try:
+        began = False
+
+        def add(items: Iterable[tuple[Verdict, float | None, Iterable[str]]]) -> None:
+            nonlocal began
+            verdicts: list[tuple[Any, ...]] = []
+            findings: list[tuple[Any, ...]] = []
+            xids: list[tuple[Any, ...]] = []
+            for verdict, boot_time, xid_ids in items:
+                verdicts.append((run_id, verdict.node, verdict.verdict, verdict.action, boot_time, now))
+                findings.extend((run_id, verdict.node, i, f.check, f.severity, f.action, f.gpu, f.message, f.evidence)
+                                for i, f in enumerate(verdict.findings))
+                xids.extend((verdict.node, str(i), run_id) for i in xid_ids)
+            if not began:
+                conn.execute("BEGIN")
+                began = True
             conn.executemany(
                 "INSERT OR REPLACE INTO verdicts (run_id, node, verdict, action, boot_time, time) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -228,10 +245,15 @@ class History:
                 findings,
             )
             conn.executemany("INSERT OR IGNORE INTO xid_events (node, id, first_run) VALUES (?, ?, ?)", xids)
-            conn.execute("COMMIT")
+
+        try:
+            yield add
         except BaseException:
-            conn.execute("ROLLBACK")
+            if began:
+                conn.execute("ROLLBACK")
             raise
+        if began:
+            conn.execute("COMMIT")
 
     def finish_run(self, run_id: int) -> None:
         self.connection.execute("UPDATE runs SET finished = ? WHERE id = ?", (time.time(), run_id))

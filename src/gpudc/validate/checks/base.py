@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gpudc.plan.types import Expectation
@@ -71,11 +71,14 @@ class Context:
         f = Finding(check, "info", message, "none", gpu, short(evidence) if evidence != "" else "")
         return _with_figure(f, figure)
 
+    # the judged GPUs, listed once for the checks that walk them (facts do not change while judged)
+    _judged: list[GpuFacts] | None = field(default=None, repr=False, compare=False)
+
     def gpus(self) -> Iterator[GpuFacts]:
         """GPUs whose facts can be judged (not lost, not hung)."""
-        for gpu in self.facts["gpus"]:
-            if not gpu["lost"] and not gpu.get("hung"):
-                yield gpu
+        if self._judged is None:
+            self._judged = [gpu for gpu in self.facts["gpus"] if not gpu["lost"] and not gpu.get("hung")]
+        return iter(self._judged)
 
     @property
     def from_probe(self) -> bool:

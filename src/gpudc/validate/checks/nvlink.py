@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from gpudc.validate.checks.base import Context
+from gpudc.validate.facts import NvLink
 from gpudc.validate.types import Finding
 
 _COUNTERS: tuple[Literal["replay", "recovery", "crc_flit", "crc_data"], ...] = (
@@ -24,14 +25,24 @@ def check(ctx: Context) -> list[Finding]:
         rows = gpu.get("nvlink")
         if rows is None:  # not read (nvidia-smi -q captures carry no NVLink state)
             continue
-        active = [link for link in rows if link["active"]]
-        inactive = [link["link"] for link in rows if not link["active"]]
-        if exp is not None and exp.nvlink_count and len(active) < exp.nvlink_count:
+        # one pass over the links (18 per GPU on every node): active ones, inactive ones, and those
+        # with an error counter above zero (most have none)
+        active = 0
+        inactive: list[int] = []
+        counting: list[NvLink] = []
+        for link in rows:
+            if link["active"]:
+                active += 1
+            else:
+                inactive.append(link["link"])
+            if link.get("replay") or link.get("recovery") or link.get("crc_flit") or link.get("crc_data"):
+                counting.append(link)
+        if exp is not None and exp.nvlink_count and active < exp.nvlink_count:
             out.append(
                 ctx.finding(
                     "nvlink",
                     "nvlink_inactive",
-                    f"{len(active)} of {exp.nvlink_count} NVLinks active on GPU {i}"
+                    f"{active} of {exp.nvlink_count} NVLinks active on GPU {i}"
                     if rows
                     else f"GPU {i} reports no NVLinks ({exp.nvlink_count} expected)",
                     i,
@@ -52,10 +63,7 @@ def check(ctx: Context) -> list[Finding]:
             )
         total = 0.0
         worst = ""
-        for link in rows:
-            # most links count no error: one look at the four counters before adding them up
-            if not (link.get("replay") or link.get("recovery") or link.get("crc_flit") or link.get("crc_data")):
-                continue
+        for link in counting:
             for name in _COUNTERS:
                 value = link.get(name)
                 if value:
