@@ -223,9 +223,10 @@ def collect_verdicts(
     """Judge the latest node-local verdicts of the selected nodes and record them as one run.
 
     `source`: a spool folder; else `ssh` reads each node's file over the fan-out (no probe).
-    `workers`: processes that read, parse and judge a spool folder's verdicts side by side (None:
-    one per CPU from PARALLEL_MIN nodes on; 1: all in this process). The run, its verdicts, its
-    facts (NodeFacts) and its history rows are the same either way."""
+    `workers`: processes that read, parse and judge a spool folder's verdicts side by side
+    (None: one per CPU, at most MAX_WORKERS, from PARALLEL_MIN nodes on; 1: all in this
+    process). The run, its verdicts, its facts (NodeFacts) and its history rows are the same
+    either way."""
     if (source is None) == (ssh is None):
         raise InputError("collect: give a verdict folder or SSH options (one of them)")
     if max_age_s <= 0:
@@ -237,7 +238,7 @@ def collect_verdicts(
     started = time.time()
     now = started if now is None else now
     if workers is None:
-        workers = _cpus() if len(nodes) >= PARALLEL_MIN else 1
+        workers = min(_cpus(), MAX_WORKERS) if len(nodes) >= PARALLEL_MIN else 1
     with _no_cyclic_gc():
         return _collect(plan, nodes, policy, source, ssh, addresses or {}, history_path, record_history, max_age_s,
                         started, now, on_node, max(1, workers))
@@ -245,6 +246,8 @@ def collect_verdicts(
 
 #: from this many nodes on, a spool folder is judged by one process per CPU
 PARALLEL_MIN = 1000
+#: at most this many by default: beyond, this process (recording, gathering) sets the pace
+MAX_WORKERS = 8
 #: nodes per task handed to a worker process
 _CHUNK = 500
 
