@@ -60,6 +60,16 @@ else
 fi
 gpudc lab up
 
+say "gpudc lab network: the boot network the hosts came up on (the plan's leaves and spine running FRR; each leaf relays DHCP to Kea on the boot server)"
+gpudc lab network
+gpudc lab network --json | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+bad = [h for h, l in doc["leases"].items() if not l["address"] or not l["relayed_by"]]
+down = [s for s, peers in doc["bgp"].items() if not peers or set(peers.values()) != {"Established"}]
+sys.exit(f"no relayed lease: {bad}; BGP not Established: {down}" if bad or down else 0)
+' || die "a host has no lease through a relay, or a BGP session is down"
+
 say "gpudc plan --stack $STACK: what the site is made of"
 gpudc plan --stack "$STACK"
 
@@ -97,6 +107,14 @@ slurm_state
 say "gpudc reprovision $NODE --stack $STACK: drain (scontrol), PXE reimage via Redfish, SSH with its own host key, provision, validate, resume"
 gpudc reprovision "$NODE" --stack "$STACK" --yes --reason "demo: gpu-lost (XID 79)" --json "$OUT/reprovision.json" \
   || die "reprovision of $NODE did not bring it back (see above)"
+note "its first boot: a DHCP lease through the relays, then cloud-init fetched its own seed by its token URL:"
+gpudc lab network --json | python3 -c '
+import json, sys
+node = sys.argv[1]; lease = json.load(sys.stdin)["leases"][node]
+print("    %s: %s (%s) on %s, relayed by %s" % (node, lease["address"], lease["mac"], lease["port"],
+      ", ".join(lease["relayed_by"])), file=sys.stderr)
+' "$NODE"
+grep -h "serving .* of $NODE" /run/gpudc-lab/logs/seed-server.log | tail -n 2 | sed 's/^/    seed server: /' >&2 || true
 say "slurmctld's view of $NODE after: back in service"
 slurm_state
 "$SLURM" sinfo --noheader --Node --nodes="$NODE" --format=%T | grep -qx idle || die "$NODE is not idle in Slurm"

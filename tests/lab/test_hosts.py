@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,32 @@ def test_hosts_are_isolated(lab: dict[str, Any]) -> None:
         ssh(lab, first, f"rm -f /root/isolation-{token}")
 
 
-def test_hosts_have_no_route_out(lab: dict[str, Any]) -> None:
+def test_nothing_routes_out_of_the_lab(lab: dict[str, Any]) -> None:
+    """A host's only way out is its leaf's anycast gateway (the DHCP router option), and no switch of
+    the lab's fabric has a route out: a packet for the world dies at the first leaf."""
+    plan = load_plan(lab["stack"])
+    gateways = {g.split("/")[0] for seg in plan.segments for g in seg.gateways}
     for host in lab["hosts"]:
         routes = ssh(lab, host["name"], "ip -4 route show").stdout
-        assert "default" not in routes
+        for line in routes.splitlines():
+            if line.startswith("default"):
+                assert line.split()[2] in gateways, line
         result = ssh(lab, host["name"], "ip route get 192.0.2.1 2>&1; echo rc=$?")
-        assert "unreachable" in result.stdout.lower() and "rc=2" in result.stdout
+        assert ("unreachable" in result.stdout.lower() and "rc=2" in result.stdout) or any(
+            f"via {g} " in result.stdout for g in gateways), result.stdout
+    switches = [s.name for s in plan.switches if s.loopback]
+    for switch in switches:  # every fabric table (the default one and, where the kernel has them, VRFs)
+        tables = subprocess.run(["ip", "netns", "exec", f"gpudc-lab-{switch}", "ip", "-4", "route", "show", "table", "all"],
+                                capture_output=True, text=True, timeout=10)
+        assert tables.returncode == 0, tables.stderr
+        for line in tables.stdout.splitlines():
+            if not line.strip() or line[0].isspace():  # a multipath route's further next hops
+                continue
+            dest = line.split()[0]
+            if dest in ("local", "broadcast", "unreachable", "blackhole"):
+                dest = line.split()[1]
+            assert dest != "default", f"{switch}: {line}"
+            assert dest.startswith(("10.213.", "127.")), f"{switch} routes outside the lab: {line}"
 
 
 def test_pynvml_reports_the_simulated_gpus(lab: dict[str, Any]) -> None:

@@ -29,54 +29,14 @@ pytestmark = [needs_root_netns, pytest.mark.skipif(not Path(KEA).exists(), reaso
 
 MACS = {"h200-01": "02:00:00:00:fa:01", "gb200-01": "02:00:00:00:fa:02"}
 
-# A DHCP client of a few lines: BOOTP header + options, UDP 68 -> 67 broadcast on one interface;
-# prints the OFFER's yiaddr, siaddr (next-server), file and vendor class as JSON.
-CLIENT = r'''
-import json, random, socket, struct, sys
-ifname, mac, arch = sys.argv[1], sys.argv[2], int(sys.argv[3], 0)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-s.bind(("0.0.0.0", 68))
-s.settimeout(3)
-xid = random.getrandbits(32)
-chaddr = bytes.fromhex(mac.replace(":", "")).ljust(16, b"\0")
-head = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,
-                   bytes(4), bytes(4), bytes(4), bytes(4), chaddr, b"", b"")
-opts = b"\x63\x82\x53\x63" + bytes([53, 1, 1]) + bytes([93, 2]) + struct.pack("!H", arch)
-opts += bytes([94, 3, 1, 3, 16]) + bytes([55, 5, 1, 3, 6, 60, 67]) + bytes([255])
-for _ in range(5):
-    s.sendto(head + opts, ("255.255.255.255", 67))
-    try:
-        while True:
-            data = s.recv(4096)
-            if data[0] == 2 and struct.unpack("!I", data[4:8])[0] == xid:
-                break
-        break
-    except socket.timeout:
-        continue
-else:
-    sys.exit("no offer")
-found, i = {}, 240
-while i < len(data) and data[i] != 255:
-    if data[i] == 0:
-        i += 1
-        continue
-    code, length = data[i], data[i + 1]
-    found[code] = data[i + 2:i + 2 + length]
-    i += 2 + length
-print(json.dumps({"type": found.get(53, b"\0")[0], "yiaddr": socket.inet_ntoa(data[16:20]),
-                  "siaddr": socket.inet_ntoa(data[20:24]), "file": data[108:236].rstrip(b"\0").decode(),
-                  "vendor": found.get(60, b"").decode()}))
-'''
-
 
 def _site_in_test_range() -> Site:
-    """The lab site with its networks moved into 10.213.250.0/24 and known boot MACs."""
+    """The lab site with its networks moved into 10.213.250.0/24 (switch loopbacks: 10.213.249.0/28) and
+    known boot MACs."""
     site, _ = load_site("lab")
     networks = NetworksSpec(inband=NetworkSpec(prefixes=["10.213.250.0/25"]),
-                            oob=NetworkSpec(prefixes=["10.213.250.128/25"]))
+                            oob=NetworkSpec(prefixes=["10.213.250.128/25"]),
+                            loopback=NetworkSpec(prefixes=["10.213.249.0/28"], reserve=0))
     return site.model_copy(update={"networks": networks, "macs": {n: MacsSpec(boot=m) for n, m in MACS.items()}})
 
 
@@ -119,8 +79,9 @@ def kea(tmp_path: Path, netns: list[str], monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def discover(ns: str, mac: str, arch: int) -> dict[str, object]:
-    out = subprocess.run(in_ns(ns, sys.executable, "-c", CLIENT, "gpudc-t-kc", mac, hex(arch)),
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    # the firmware's DHCPDISCOVER with option 93 (gpudc.lab.dhcp_probe)
+    out = subprocess.run(in_ns(ns, sys.executable, "-m", "gpudc.lab.dhcp_probe", "gpudc-t-kc", mac, hex(arch),
+                               "--timeout", "15"), capture_output=True, text=True, timeout=30, check=True).stdout
     result: dict[str, object] = json.loads(out)
     return result
 

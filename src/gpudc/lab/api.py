@@ -649,6 +649,20 @@ def status() -> dict[str, Any]:
     slurm = lab_slurm.status(lab)
     if slurm is not None:
         doc["slurm"] = slurm
+    boot = boot_network.summary(lab)
+    if boot is not None:
+        doc["boot_network"] = boot
+    return doc
+
+
+def network() -> dict[str, Any]:
+    """The boot network as its daemons report it: `lab status`'s part plus every switch's BGP
+    sessions from FRR (`show bgp summary json`)."""
+    lab = _load()
+    doc = boot_network.summary(lab)
+    if doc is None:
+        raise GpudcError("lab: this lab's plan has no relayed boot network (an in-band fabric with leaves)")
+    doc["bgp"] = boot_network.bgp_sessions(lab)
     return doc
 
 

@@ -88,6 +88,8 @@ def start(lab: dict[str, Any], plan: Plan, render_dir: Path) -> dict[str, Any]:
         "kea": kea,
         "pids": fabric.pids(),
         "ports": {rec["name"]: ":".join(fabric.leaf_port(rec["name"])) for rec in lab["hosts"]},
+        "macs": {rec["name"]: (plan.node(rec["name"]).boot_mac or "").lower() for rec in lab["hosts"]},
+        "giaddr": {leaf: fabric.intents[leaf].svi[0].split("/")[0] for leaf in segment.leaves},
     }
 
 
@@ -149,20 +151,29 @@ def leases(lab: dict[str, Any]) -> dict[str, dict[str, Any]]:
         text = log.read_text(errors="replace") if log.exists() else ""
         for mac in _FORWARDED.findall(text):
             relays.setdefault(mac.lower(), set()).add(leaf)
-    plan_macs = _plan_macs(lab)
     out = {}
-    for node, mac in plan_macs.items():
+    for node, mac in fabric["macs"].items():
         lease = by_mac.get(mac)
         out[node] = {"mac": mac, "address": lease["address"] if lease else None,
                      "relayed_by": sorted(relays.get(mac, set())), "port": fabric["ports"].get(node)}
     return out
 
 
-def _plan_macs(lab: dict[str, Any]) -> dict[str, str]:
-    from gpudc.plan import load_plan
+def relays(lab: dict[str, Any]) -> dict[str, bool]:
+    """boot leaf -> whether its dhcrelay runs."""
+    fabric = lab.get("fabric") or {}
+    pids = fabric.get("pids", {})
+    return {leaf: services.alive(pids.get(f"{leaf}/dhcrelay"), "dhcrelay") for leaf in fabric.get("leaves", [])}
 
-    plan = load_plan(lab["stack"])
-    return {n.name: (n.boot_mac or "").lower() for n in plan.nodes if n.name in {h["name"] for h in lab["hosts"]}}
+
+def summary(lab: dict[str, Any]) -> dict[str, Any] | None:
+    """The boot network part of `lab status`: switches, relays and each host's lease (no FRR query)."""
+    fabric = lab.get("fabric")
+    if not fabric:
+        return None
+    return {"switches": fabric["switches"], "leaves": fabric["leaves"], "vrf": fabric["vrf"],
+            "boot_servers": fabric["boot_servers"], "giaddr": fabric["giaddr"], "relays": relays(lab),
+            "leases": leases(lab)}
 
 
 def bgp_sessions(lab: dict[str, Any]) -> dict[str, dict[str, str]]:

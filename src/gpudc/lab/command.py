@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--json", action="store_true", help="print the status document as JSON")
     p.set_defaults(handler=_status)
 
+    p = sub.add_parser("network", help="the boot network: BGP sessions (from FRR), relays, each host's DHCP lease")
+    p.add_argument("--json", action="store_true", help="print the document as JSON")
+    p.set_defaults(handler=_network)
+
     p = sub.add_parser("inject", help="break a GPU or a service on a host")
     p.add_argument("node")
     p.add_argument("fault", help="fault name (see `gpudc lab faults`)")
@@ -89,6 +93,31 @@ def _print_table(doc: dict[str, object], console: Console) -> None:
     console.print(table)
     console.print(f"ssh -i {doc['ssh_key']} -o UserKnownHostsFile={doc['known_hosts']} "
                   "-o StrictHostKeyChecking=yes root@ADDRESS")
+
+
+def _network(args: argparse.Namespace) -> int:
+    doc = api.network()
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+    console = Console()
+    bgp = Table(title="BGP sessions (FRR: show bgp summary json)")
+    for col in ("switch", "sessions"):
+        bgp.add_column(col)
+    for switch, peers in doc["bgp"].items():
+        bgp.add_row(switch, ", ".join(f"{port} {state}" for port, state in sorted(peers.items())) or "none")
+    console.print(bgp)
+    leases = Table(title=f"DHCP leases (Kea at {', '.join(doc['boot_servers'])}, relayed by the leaves)")
+    for col in ("host", "MAC", "leaf port", "leased address", "relayed by (giaddr)"):
+        leases.add_column(col)
+    for host, lease in doc["leases"].items():
+        via = ", ".join(f"{leaf} ({doc['giaddr'][leaf]})" for leaf in lease["relayed_by"]) or "-"
+        leases.add_row(host, lease["mac"], lease["port"] or "-", lease["address"] or "none", via)
+    console.print(leases)
+    down = [leaf for leaf, running in doc["relays"].items() if not running]
+    if down:
+        console.print(f"relay not running on {', '.join(down)}")
+    return 0
 
 
 def _inject(args: argparse.Namespace) -> int:

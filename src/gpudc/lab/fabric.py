@@ -461,9 +461,17 @@ class FabricLab:
         if leaf == self.boot_leaf:
             sw = next(s for s in self.plan.switches if s.name == leaf)
             upstream.append(cumulus_port(str(sw.ports), 1))
-        argv = ["dhcrelay", "-d", "-4", "-pf", str(d / "dhcrelay.pid"), "-id", intent.svi_name]
+        # -a: the relay agent option (circuit-id: the SVI) on what it relays; -m discard: a request that
+        # already carries one was relayed by another leaf (its unicast to the server can reach this
+        # one flooded over the VNI) and is not relayed again
+        argv = ["dhcrelay", "-d", "-4", "-a", "-m", "discard", "-pf", str(d / "dhcrelay.pid")]
+        if intent.svi_name in upstream:  # the server is on the segment itself: the SVI both ways
+            argv += ["-i", intent.svi_name]
+        else:
+            argv += ["-id", intent.svi_name]
         for u in upstream:
-            argv += ["-iu", u]
+            if u != intent.svi_name:
+                argv += ["-iu", u]
         argv += list(seg.dhcp_relay)
         if self.vrf:
             argv = ["ip", "vrf", "exec", seg.vrf, *argv]
