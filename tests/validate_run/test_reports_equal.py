@@ -124,7 +124,7 @@ def prometheus_reference(verdicts: Sequence[Verdict], checks: Sequence[str], inf
     def metric(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} gauge")
-        lines.extend(f"{name}{reports._labels(**labels)} {value:g}" for labels, value in samples)
+        lines.extend(f"{name}{reports._labels(**labels)} {reports.prometheus_number(value)}" for labels, value in samples)
 
     metric("gpudc_node_healthy", "1 if the node's last validation verdict was pass or warn, else 0.",
            [({"site": site, "node": v.node}, 1.0 if v.verdict in ("pass", "warn") else 0.0) for v in verdicts])

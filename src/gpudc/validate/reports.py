@@ -226,6 +226,13 @@ def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
 
 
+def prometheus_number(value: float) -> str:
+    """A sample value in full: `:g` keeps 6 digits, which turned a Unix time into 1.76462e+09."""
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
 def to_prometheus(
     verdicts: Sequence[Verdict], checks: Sequence[str] = (), info: RunInfo | None = None
 ) -> str:
@@ -240,7 +247,7 @@ def to_prometheus(
         add(f"# HELP {name} {help_text}")
         add(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            add(f"{name}{_labels(**labels)} {value:g}")
+            add(f"{name}{_labels(**labels)} {prometheus_number(value)}")
 
     def head(name: str, help_text: str) -> None:
         add(f"# HELP {name} {help_text}")
