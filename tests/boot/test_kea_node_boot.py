@@ -17,6 +17,7 @@ import pytest
 
 from gpudc.boot import tokens
 from gpudc.catalog import load_catalog
+from gpudc.lab.services import stop_child
 from gpudc.model import load_site
 from gpudc.model.site import MacsSpec, NetworkSpec, NetworksSpec
 from gpudc.plan import expand
@@ -75,7 +76,8 @@ def kea(tmp_path: Path) -> Iterator[Plan]:
     site, _ = load_site("lab")
     site = site.model_copy(update={
         "networks": NetworksSpec(inband=NetworkSpec(prefixes=["10.213.250.0/25"]),
-                                 oob=NetworkSpec(prefixes=["10.213.250.128/25"])),
+                                 oob=NetworkSpec(prefixes=["10.213.250.128/25"]),
+                                 loopback=NetworkSpec(prefixes=["10.213.249.0/28"], reserve=0)),
         "macs": {n: MacsSpec(boot=m) for n, m in MACS.items()}})
     plan = expand(site, load_catalog(), stack="lab")
     render_site(plan, tmp_path / "tree", site)
@@ -106,13 +108,8 @@ def kea(tmp_path: Path) -> Iterator[Plan]:
             time.sleep(0.1)
         yield plan
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        if proc is not None:
+            stop_child(proc)
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10, check=False)
 

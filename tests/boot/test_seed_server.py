@@ -25,6 +25,7 @@ import yaml
 
 from gpudc.boot import tokens
 from gpudc.boot.seed_server import SeedServer, TlsFiles, serve
+from gpudc.lab.services import stop_child
 from gpudc.plan.types import Plan
 from gpudc.render.checks import check_tree
 
@@ -242,12 +243,7 @@ def test_cli_serves_in_a_subprocess(lab_render: tuple[Plan, Path], boot_secret_d
         assert conn.getresponse().status == 403
         conn.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_child(proc)
     assert proc.stderr is not None
     rest = proc.stderr.read()
     assert tokens.node_token("lab", NODE_A) not in rest and "seed of h200-01" in rest

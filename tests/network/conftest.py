@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from gpudc.lab.services import stop_child
+
 needs_root_netns = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 (network namespaces)"
 )
@@ -34,10 +36,4 @@ def netns() -> Iterator[list[str]]:
 
 def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     """End a daemon this test started, by its PID."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    stop_child(proc)

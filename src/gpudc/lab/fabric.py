@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from gpudc.catalog import network_conventions
+from gpudc.lab.services import stop_child
 from gpudc.plan.expand import routed_switches
 from gpudc.plan.types import Plan, Segment, Switch
 from gpudc.render.artifacts import breakout_factor, cumulus_port
@@ -301,14 +301,8 @@ class FabricLab:
 
     def _stop(self, key: str) -> None:
         proc = self.procs.pop(key, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        if proc is not None:
+            stop_child(proc)
 
     # -- the fabric ----------------------------------------------------------------------------
     def up(self, boot_leaf: str | None = None, boot_server: bool = True) -> None:

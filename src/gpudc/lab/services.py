@@ -68,6 +68,18 @@ def terminate(pid: int | None, marker: str, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+def stop_child(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 5.0) -> None:
+    """End a process this one started (a Popen: its PID is ours to end): SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 def wait_port(address: str, port: int, timeout: float = 15.0) -> bool:
     import socket
 
