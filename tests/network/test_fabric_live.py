@@ -121,9 +121,15 @@ def test_each_leaf_routes_to_the_other_leafs_loopback(fabric: tuple[FabricLab, P
     lab, plan, _ = fabric
     for here, there in ((LEAF1, LEAF2), (LEAF2, LEAF1)):
         prefix = f"{_loopback(plan, there)}/32"
-        routes = _poll(lambda h=here, p=prefix: lab.vtysh_json(h, f"show ip route {p} json").get(p))
+        # ECMP over both uplinks (BGP unnumbered, via the spine): the second path can land a moment
+        # after the first, so wait (bounded) for the route with both next hops
+        def both(h: str = here, p: str = prefix) -> Any:
+            found = lab.vtysh_json(h, f"show ip route {p} json").get(p)
+            return found if found and len(found[0].get("nexthops", [])) == 2 else None
+
+        routes = _poll(both) or lab.vtysh_json(here, f"show ip route {prefix} json").get(prefix)
         assert routes and routes[0]["protocol"] == "bgp" and routes[0]["selected"], (here, prefix, routes)
-        assert len(routes[0]["nexthops"]) == 2  # ECMP over both uplinks (BGP unnumbered, via the spine)
+        assert len(routes[0]["nexthops"]) == 2, routes
 
 
 def test_evpn_carries_the_l2_vni_to_the_remote_vtep(fabric: tuple[FabricLab, Plan, Path]) -> None:
