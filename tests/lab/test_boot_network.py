@@ -32,9 +32,17 @@ def _lab() -> dict[str, Any]:
     return lab
 
 
-def test_every_host_leased_its_planned_address_through_a_relay(lab: dict[str, Any]) -> None:
+def test_every_host_leased_its_planned_address_through_a_relay(lab: dict[str, Any],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from gpudc.cli import main
+
     plan = load_plan(lab["stack"])
     doc = api.network()
+    assert main(["lab", "network"]) == 0
+    printed = capsys.readouterr().out
+    for node in plan.nodes:  # one whole line per host, whatever the terminal's width
+        assert any(line.split()[:2] == [node.name, node.addresses["inband"]] and "relayed by inband-leaf" in line
+                   for line in printed.splitlines() if line.strip()), printed
     assert set(doc["relays"].values()) == {True}
     assert doc["boot_servers"] == plan.boot_servers
     for node in plan.nodes:

@@ -107,13 +107,12 @@ def _network(args: argparse.Namespace) -> int:
     for switch, peers in doc["bgp"].items():
         bgp.add_row(switch, ", ".join(f"{port} {state}" for port, state in sorted(peers.items())) or "none")
     console.print(bgp)
-    leases = Table(title=f"DHCP leases (Kea at {', '.join(doc['boot_servers'])}, relayed by the leaves)")
-    for col in ("host", "MAC", "leaf port", "leased address", "relayed by (giaddr)"):
-        leases.add_column(col)
-    for host, lease in doc["leases"].items():
-        via = ", ".join(f"{leaf} ({doc['giaddr'][leaf]})" for leaf in lease["relayed_by"]) or "-"
-        leases.add_row(host, lease["mac"], lease["port"] or "-", lease["address"] or "none", via)
-    console.print(leases)
+    giaddr = ", ".join(f"{leaf} {address}" for leaf, address in doc["giaddr"].items())
+    console.print(f"DHCP leases from Kea at {', '.join(doc['boot_servers'])} (relays' giaddr: {giaddr})")
+    for host, lease in doc["leases"].items():  # one line each, never wrapped: logs keep them whole
+        via = ", ".join(lease["relayed_by"]) or "no relay"
+        console.print(f"  {host:<10} {lease['address'] or 'no lease':<15} {lease['mac']}  {lease['port'] or '-':<20} "
+                      f"relayed by {via}", soft_wrap=True, highlight=False)
     down = [leaf for leaf, running in doc["relays"].items() if not running]
     if down:
         console.print(f"relay not running on {', '.join(down)}")
