@@ -6,14 +6,13 @@ with a short token prefix only; HTTPS with a throwaway CA; bounded connections a
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.client
-import ipaddress
 import logging
 import os
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpudc.boot import tokens
+from gpudc.boot import tls, tokens
 from gpudc.boot.seed_server import SeedServer, TlsFiles, serve
 from gpudc.lab.services import stop_child
 from gpudc.plan.types import Plan
@@ -142,49 +141,21 @@ def test_served_user_data_passes_the_cloud_init_schema(server: SeedServer, loopb
     assert schema.status == "ok", schema.detail
 
 
-def _throwaway_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(CA cert, server cert, server key) for 127.0.0.1, made here, kept in tmp_path."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gpudc test site CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "boot.lab.gpudc.internal")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_pem, cert_pem, key_pem = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
-    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_pem, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return ca_pem, cert_pem, key_pem
+def test_the_site_ca_issues_the_boot_servers_certificate() -> None:
+    ca_key, ca = tls.site_ca("lab")
+    cert, key = tls.server_files("lab", ["127.0.0.1"])
+    assert stat.S_IMODE(os.stat(ca_key).st_mode) == stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert tls.site_ca("lab") == (ca_key, ca) and tls.server_files("lab", ["127.0.0.1"]) == (cert, key)
+    first = cert.read_bytes()
+    assert tls.server_files("lab", ["127.0.0.1"]) and cert.read_bytes() == first  # kept while it fits
+    tls.server_files("lab", ["127.0.0.2"])
+    assert cert.read_bytes() != first  # another address: reissued
+    tls.server_files("lab", ["127.0.0.1"])
 
 
-def test_https_with_the_site_ca(lab_render: tuple[Plan, Path], loopback_plan: Plan, tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
-    ca, cert, key = _throwaway_ca(tmp_path)
+def test_https_with_the_site_ca(lab_render: tuple[Plan, Path], loopback_plan: Plan) -> None:
+    _, ca = tls.site_ca("lab")
+    cert, key = tls.server_files("lab", ["127.0.0.1"])
     srv = serve(lab_render[1], loopback_plan, "127.0.0.1", 0, TlsFiles(cert, key))
     try:
         assert srv.url.startswith("https://127.0.0.1:")

@@ -146,10 +146,14 @@ def test_reimaged_host_applies_its_own_seed_and_cannot_read_another(lab: dict[st
                timeout=120)
     assert "status: done" in done.stdout and "node-json" in done.stdout, done.stdout + done.stderr
     assert f"\n{node}\n" in done.stdout  # the seed's hostname
-    base = boot_base_url(plan, plan.boot_servers[0])
+    # over HTTPS: the host trusts the site's boot CA (as an installer image built with it would), and
+    # urllib verifies the seed server's certificate (issued by that CA for the boot server address)
+    base = boot_base_url(plan, plan.boot_servers[0], "https")
     own = tokens.seed_url(plan, node, base)
     datasource = ssh(lab, node, "cat /var/lib/cloud/instance/datasource")
     assert "NoCloud" in datasource.stdout and own in datasource.stdout  # its seed, from its own token URL
     assert _fetch(lab, node, own + "meta-data") == 200
     assert _fetch(lab, node, tokens.seed_url(plan, other, base) + "user-data") == 403  # another node's seed
     assert _fetch(lab, node, base + "/seed/" + "A" * 32 + "/user-data") == 404
+    http = boot_base_url(plan, plan.boot_servers[0])  # the same refusal on plain HTTP (firmware's way)
+    assert _fetch(lab, node, tokens.seed_url(plan, other, http) + "user-data") == 403

@@ -432,6 +432,7 @@ def _bring_up(stack: str, nodes: int | None, progress: Progress) -> dict[str, An
     st.save(lab)
     progress(f"rendering the site and serving its seeds at {bridge} (gpudc boot serve)")
     lab["services"]["seed"] = services.start_seed_server(lab["stack"], render_dir, bridge)
+    lab["services"]["seed_https"] = services.start_seed_server(lab["stack"], render_dir, bridge, 443, site_ca=True)
     st.save(lab)
     missing = hosts.wait_ready(recs)
     if missing:
@@ -465,13 +466,14 @@ def _render_tree(plan: Plan) -> Path:
 
 
 def seed_url(lab: dict[str, Any], node: str) -> str | None:
-    """The node's own seed URL on the lab's seed server (None when none runs)."""
-    if not lab.get("services", {}).get("seed"):
+    """The node's own seed URL on the lab's HTTPS seed server (None when none runs): a reimaged host
+    trusts the site's boot CA, as an installer image built with it would."""
+    if not lab.get("services", {}).get("seed_https"):
         return None
     from gpudc.boot.tokens import seed_url as token_url
     from gpudc.render.artifacts import boot_base_url
 
-    return token_url(lab["site"], node, boot_base_url(_plan_for(lab), lab["bridge_address"]))
+    return token_url(lab["site"], node, boot_base_url(_plan_for(lab), lab["bridge_address"], "https"))
 
 
 def access_file() -> Path:
@@ -758,7 +760,12 @@ def _reimage(lab: dict[str, Any], rec: dict[str, Any]) -> None:
     node = _plan_node(lab, rec["name"])
     gpu, log = healthy_gpu(node, rec["hardware_faults"]) if lab.get("gpu") else ({}, [])
     # a freshly installed node: cloud-init fetches and applies its seed from the boot server
-    hosts.customize(lab, rec, gpu, seed_url=seed_url(lab, rec["name"]))
+    url = seed_url(lab, rec["name"])
+    if url is not None:
+        from gpudc.boot.tls import site_ca
+
+        hosts.trust_ca(rec, site_ca(lab["site"])[1].read_text())
+    hosts.customize(lab, rec, gpu, seed_url=url)
     lab_slurm.customize_host(rec, node)
     hosts.append_kernel_log(rec, log)
 

@@ -218,6 +218,17 @@ def write_seed_config(rec: dict[str, Any], seed_url: str) -> None:
         (root / CLOUD_INIT_DISABLED).unlink()
 
 
+def trust_ca(rec: dict[str, Any], pem: str) -> None:
+    """Add a CA to the host's trust store (the bundle OpenSSL and Python's requests read), as an
+    installer image built with the site's CA has it."""
+    root = root_dir(rec["name"])
+    bundle = root / "etc/ssl/certs/ca-certificates.crt"
+    current = bundle.read_text() if bundle.exists() else ""
+    if pem.strip() not in current:
+        write_into(root, "usr/local/share/ca-certificates/gpudc-site-boot-ca.crt", pem)
+        write_into(root, "etc/ssl/certs/ca-certificates.crt", current.rstrip("\n") + "\n" + pem)
+
+
 def customize(lab: dict[str, Any], rec: dict[str, Any], gpu: dict[str, Any], seed_url: str | None = None) -> None:
     """Write what makes a fresh overlay this host: identity, network names, apt, simulated GPU.
 

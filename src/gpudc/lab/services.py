@@ -184,17 +184,19 @@ def start_repo_server(bind: str, port: int) -> int:
     return pid
 
 
-def start_seed_server(stack: str, render_dir: Path, bind: str, port: int = 80) -> int:
+def start_seed_server(stack: str, render_dir: Path, bind: str, port: int = 80, site_ca: bool = False) -> int:
     """`gpudc boot serve` over the lab's rendered tree at the boot server address: each reimaged
-    host's cloud-init fetches its own seed there (others' are refused)."""
+    host's cloud-init fetches its own seed there (others' are refused). `site_ca`: HTTPS with a
+    certificate from the site's boot CA."""
+    name = "seed-server-https" if site_ca else "seed-server"
     pid = spawn(
         [sys.executable, "-m", "gpudc.cli", "boot", "serve", "--stack", stack, "--dir", str(render_dir),
-         "--host", bind, "--port", str(port)],
-        st.run_dir() / "logs" / "seed-server.log",
+         "--host", bind, "--port", str(port), *(["--site-ca"] if site_ca else [])],
+        st.run_dir() / "logs" / f"{name}.log",
     )
     if not wait_port(bind, port):
         terminate(pid, str(st.run_dir()))
-        raise GpudcError(f"lab: the seed server did not listen on {bind}:{port} (see {st.run_dir()}/logs/seed-server.log)")
+        raise GpudcError(f"lab: the seed server did not listen on {bind}:{port} (see {st.run_dir()}/logs/{name}.log)")
     return pid
 
 
