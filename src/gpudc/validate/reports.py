@@ -113,29 +113,28 @@ def _finding_text(f: Finding) -> str:
     return f"[{f.severity}{gpu}] {f.message} (action: {f.action}){evidence}"
 
 
+def _replace_each(text: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    """`text` with each pair's first string replaced by its second, in order (a replace only when
+    the string occurs: most values have nothing to escape)."""
+    for old, new in pairs:
+        if old in text:
+            text = text.replace(old, new)
+    return text
+
+
+_XML_TEXT = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+_XML_ATTR = (*_XML_TEXT, ('"', "&quot;"), ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;"))
+_HTML = (*_XML_TEXT, ("'", "&#39;"), ('"', "&#34;"))
+
+
 def _xml_text(text: str) -> str:
     """Character data escaped as ElementTree escapes it."""
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    return text
+    return _replace_each(text, _XML_TEXT)
 
 
 def _xml_attr(text: str) -> str:
     """An attribute value escaped as ElementTree escapes it."""
-    text = _xml_text(text)
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    if "\n" in text:
-        text = text.replace("\n", "&#10;")
-    if "\t" in text:
-        text = text.replace("\t", "&#09;")
-    return text
+    return _replace_each(text, _XML_ATTR)
 
 
 def _xml_leaf(tag: str, attrs: str, text: str) -> str:
@@ -340,17 +339,7 @@ def _html(value: Any) -> str:
     """A value escaped as the template's autoescape (markupsafe.escape) escapes it; a plain
     string without building a Markup."""
     if type(value) is str:
-        if "&" in value:
-            value = value.replace("&", "&amp;")
-        if "<" in value:
-            value = value.replace("<", "&lt;")
-        if ">" in value:
-            value = value.replace(">", "&gt;")
-        if "'" in value:
-            value = value.replace("'", "&#39;")
-        if '"' in value:
-            value = value.replace('"', "&#34;")
-        return value
+        return _replace_each(value, _HTML)
     return str(escape(value))
 
 
