@@ -11,6 +11,7 @@ import pytest
 
 from gpudc.errors import InputError
 from gpudc.lab import api, faults, net, rootfs, services
+from gpudc.plan import load_plan
 
 
 @pytest.fixture()
@@ -58,6 +59,15 @@ def test_outside_a_project_the_lab_follows_the_shipped_example(
 def test_fewer_hosts_take_the_first_nodes(run_dir: Path) -> None:
     _, plan = api.lab_plan("lab", 2)
     assert [n.name for n in plan.nodes] == ["h200-01", "h200-02"]
+
+
+def test_more_hosts_enlarge_a_pool_and_get_boot_macs_of_their_own(run_dir: Path) -> None:
+    stack, plan = api.lab_plan("lab", 6)
+    assert Path(stack).parent == run_dir / "stacks" and len(plan.nodes) == 6
+    macs = [n.boot_mac for n in plan.nodes]
+    assert all(macs) and len(set(macs)) == 6  # Kea reserves by MAC: none given twice
+    given = load_plan("lab")
+    assert {n.name: n.boot_mac for n in given.nodes}.items() <= {n.name: n.boot_mac for n in plan.nodes}.items()
 
 
 @pytest.mark.parametrize("nodes", [0, -3, 201])

@@ -125,13 +125,19 @@ def lab_plan(stack: str, nodes: int | None) -> tuple[str, Plan]:
     if not counted:
         raise InputError(f"--nodes: stack {stack} has no pool with a `count` to enlarge")
     counted[0]["count"] += nodes - len(plan.nodes)
-    derived = st.run_dir() / "stacks" / f"Pulumi.{plan.site.name}.yaml"
-    derived.parent.mkdir(parents=True, exist_ok=True)
-    derived.write_text(yaml.safe_dump(data, sort_keys=False))
-    plan = load_plan(str(derived))
+    derived = _derived_stack(data, plan.site.name)
+    plan = load_plan(derived)
     if len(plan.nodes) != nodes:
         raise InputError(f"--nodes: could not size stack {stack} to {nodes} hosts (got {len(plan.nodes)})")
-    return _with_boot_macs(str(derived), plan)
+    return _with_boot_macs(derived, plan)
+
+
+def _derived_stack(data: dict[str, Any], site: str) -> str:
+    """A stack the lab derived from the one asked for (more nodes, boot MACs), in the run dir."""
+    derived = st.run_dir() / "stacks" / f"Pulumi.{site}.yaml"
+    derived.parent.mkdir(parents=True, exist_ok=True)
+    derived.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(derived)
 
 
 def _with_boot_macs(stack: str, plan: Plan) -> tuple[str, Plan]:
@@ -144,13 +150,14 @@ def _with_boot_macs(stack: str, plan: Plan) -> tuple[str, Plan]:
         return stack, plan
     data = yaml.safe_load(Path(stack).read_text())
     macs = data["config"].setdefault("gpudc:macs", {})
-    for index, node in enumerate(plan.nodes):
+    taken = {n.boot_mac.lower() for n in plan.nodes if n.boot_mac}
+    candidates = (f"02:67:64:00:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(1, 0x10000))
+    free = (mac for mac in candidates if mac not in taken)  # never one the stack gives another node
+    for node in plan.nodes:
         if node.name in missing:
-            macs.setdefault(node.name, {})["boot"] = f"02:67:64:00:{index >> 8:02x}:{index & 0xFF:02x}"
-    derived = st.run_dir() / "stacks" / f"Pulumi.{plan.site.name}.yaml"
-    derived.parent.mkdir(parents=True, exist_ok=True)
-    derived.write_text(yaml.safe_dump(data, sort_keys=False))
-    return str(derived), load_plan(str(derived))
+            macs.setdefault(node.name, {})["boot"] = next(free)
+    derived = _derived_stack(data, plan.site.name)
+    return derived, load_plan(derived)
 
 
 def _plan_for(lab: dict[str, Any]) -> Plan:
