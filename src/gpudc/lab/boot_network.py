@@ -27,7 +27,7 @@ from typing import Any
 from gpudc.errors import GpudcError
 from gpudc.lab import net, services
 from gpudc.lab import state as st
-from gpudc.lab.fabric import FabricError, FabricLab
+from gpudc.lab.fabric import FabricError, FabricLab, kea_in_folder
 from gpudc.plan.expand import BOOT_NETWORK
 from gpudc.plan.types import Plan, Segment
 
@@ -103,13 +103,7 @@ def kea_config(render_dir: Path, address: str) -> dict[str, Any]:
     from gpudc.render.checks import kea_json
 
     conf = kea_json(render_dir / "dhcp" / "kea-dhcp4.conf")
-    d4 = conf["Dhcp4"]
-    d4["interfaces-config"] = {**d4.get("interfaces-config", {}), "interfaces": [f"{net.BRIDGE}/{address}"],
-                               "dhcp-socket-type": "udp"}
-    d4["lease-database"] = {**d4.get("lease-database", {}), "name": str(kea_dir() / "kea-leases4.csv")}
-    if "control-socket" in d4:
-        d4["control-socket"] = {**d4["control-socket"], "socket-name": str(kea_dir() / "kea4-ctrl.sock")}
-    d4["loggers"] = [{"name": "kea-dhcp4", "severity": "INFO", "output_options": [{"output": str(kea_dir() / "kea.log")}]}]
+    kea_in_folder(conf, [f"{net.BRIDGE}/{address}"], kea_dir(), socket_type="udp")
     return conf
 
 

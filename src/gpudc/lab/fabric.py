@@ -212,6 +212,25 @@ def kernel_features() -> dict[str, bool]:
     return found
 
 
+def kea_in_folder(conf: dict[str, Any], interfaces: list[str], folder: Path, socket_type: str | None = None,
+                  debuglevel: int | None = None) -> Path:
+    """The rendered kea-dhcp4 config (a dict, changed in place) made to run here: listening on
+    `interfaces` (and `socket_type` when given), its lease file, control socket and log in `folder`;
+    everything else as rendered. Returns the log file."""
+    d4 = conf["Dhcp4"]
+    listen: dict[str, Any] = {**d4.get("interfaces-config", {}), "interfaces": interfaces}
+    if socket_type is not None:
+        listen["dhcp-socket-type"] = socket_type
+    d4["interfaces-config"] = listen
+    d4["lease-database"] = {**d4.get("lease-database", {}), "name": str(folder / "kea-leases4.csv")}
+    if "control-socket" in d4:
+        d4["control-socket"] = {**d4["control-socket"], "socket-name": str(folder / "kea4-ctrl.sock")}
+    log = folder / "kea.log"
+    level: dict[str, Any] = {"severity": "DEBUG", "debuglevel": debuglevel} if debuglevel else {"severity": "INFO"}
+    d4["loggers"] = [{"name": "kea-dhcp4", **level, "output_options": [{"output": str(log)}]}]
+    return log
+
+
 def frr_available() -> bool:
     return (FRR_DIR / "zebra").exists() and (FRR_DIR / "bgpd").exists() and shutil.which("vtysh") is not None
 
@@ -417,14 +436,7 @@ class FabricLab:
         """The real kea-dhcp4 in the boot server namespace, with `conf` (the rendered config) bound
         to its port and to lease/log files under the work folder. Returns the log file."""
         d = self._dir("boot")
-        d4 = conf["Dhcp4"]
-        d4["interfaces-config"] = {**d4.get("interfaces-config", {}), "interfaces": ["boot0"]}
-        d4["lease-database"] = {**d4.get("lease-database", {}), "name": str(d / "kea-leases4.csv")}
-        if "control-socket" in d4:
-            d4["control-socket"] = {**d4["control-socket"], "socket-name": str(d / "kea4-ctrl.sock")}
-        log = d / "kea.log"
-        d4["loggers"] = [{"name": "kea-dhcp4", "severity": "DEBUG", "debuglevel": 55,
-                          "output_options": [{"output": str(log)}]}]
+        log = kea_in_folder(conf, ["boot0"], d, debuglevel=55)  # debug: the subnet chosen by giaddr
         (d / "kea.json").write_text(json.dumps(conf))
         env = {**_ENV, "KEA_PIDFILE_DIR": str(d), "KEA_LOCKFILE_DIR": str(d)}
         with (d / "kea.out").open("ab") as out:
@@ -450,8 +462,7 @@ class FabricLab:
         if not seg.dhcp_relay:
             raise FabricError(f"{self.fabric}: the plan relays DHCP nowhere")
         d = self._dir(leaf)
-        if upstream is None:
-            upstream = [intent.l3_bridge] if self.vrf else []
+        upstream = list(upstream) if upstream is not None else [intent.l3_bridge] if self.vrf else []
         if leaf == self.boot_leaf:
             sw = next(s for s in self.plan.switches if s.name == leaf)
             upstream.append(cumulus_port(str(sw.ports), 1))

@@ -146,6 +146,7 @@ def probe(level: str, budget: float, call_timeout: float, kern_log: str,
 
 
 def _atomic_write(path: str, text: str, mode: int = 0o644) -> None:
+    # gpudc.files.write_atomic's way, repeated: this file is installed on nodes on its own (stdlib only)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".gpudc-probe.", dir=folder)
