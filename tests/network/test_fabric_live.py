@@ -58,7 +58,8 @@ def _site() -> Site:
     networks = NetworksSpec(inband=NetworkSpec(prefixes=["10.213.251.0/25"]),
                             oob=NetworkSpec(prefixes=["10.213.251.128/26"]),
                             loopback=NetworkSpec(prefixes=["10.213.251.192/28"], reserve=0))
-    inband = EthernetFabricSpec(leaf="sn4600c", spine="sn4600c", rate_gbps=100, downlinks=2)
+    # single-homed: two nodes on each of two leaves (the dual-homed lab runs in tests/lab/test_boot_network.py)
+    inband = EthernetFabricSpec(leaf="sn4600c", spine="sn4600c", rate_gbps=100, downlinks=2, homing="single")
     return site.model_copy(update={"networks": networks, "fabrics": site.fabrics.model_copy(update={"inband": inband}),
                                    "macs": {n: MacsSpec(boot=m) for n, m in MACS.items()}})
 

@@ -145,6 +145,7 @@ def test_boot_firmware_per_architecture_comes_from_the_catalog() -> None:
 
 def test_downlinks_size_the_leaves_and_their_uplinks(site_data: dict[str, Any]) -> None:
     data = with_inband_fabric(site_data)
+    data["fabrics"]["inband"]["homing"] = "single"  # one port per node (dual-homing: test_north_south.py)
     default = plan_of(data)
     nodes = len(default.nodes)
     data["fabrics"]["inband"]["downlinks"] = 4

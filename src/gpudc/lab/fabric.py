@@ -101,13 +101,18 @@ def _port_names(plan: Plan, switches: dict[str, Switch]) -> dict[tuple[str, str]
     return names
 
 
+def fabric_segment(plan: Plan, fabric: str) -> Segment | None:
+    """The segment of the fabric's own network (a converged fabric carries others too: not run here)."""
+    return next((s for s in plan.segments if s.fabric == fabric and s.network == fabric), None)
+
+
 def switch_intents(plan: Plan, fabric: str = "inband") -> list[SwitchIntent]:
     """The routed switches of one fabric and what each must run: the same plan model (Switch,
     Segment, cables, conventions) the NVUE template renders from."""
     net = network_conventions()
     switches = {s.name: s for s in routed_switches(plan.switches, plan.fabrics) if s.fabric == fabric}
     names = _port_names(plan, switches)
-    segment = next((s for s in plan.segments if s.fabric == fabric), None)
+    segment = fabric_segment(plan, fabric)
     out = []
     for sw in switches.values():
         ports = []
@@ -282,7 +287,7 @@ class FabricLab:
 
     @property
     def segment(self) -> Segment:
-        seg = next((s for s in self.plan.segments if s.fabric == self.fabric), None)
+        seg = fabric_segment(self.plan, self.fabric)
         if seg is None:
             raise FabricError(f"the plan has no segment on the {self.fabric} fabric")
         return seg
@@ -524,11 +529,14 @@ class FabricLab:
         return {key: proc.pid for key, proc in self.procs.items() if proc.poll() is None}
 
     def leaf_port(self, node: str) -> tuple[str, str]:
-        for intent in self.intents.values():
-            for p in intent.ports:
-                if p.role == "host" and p.far == node:
-                    return intent.name, p.ifname
-        raise FabricError(f"{node}: no port on the {self.fabric} fabric")
+        """The leaf and port of the node's first port on this fabric (a dual-homed node's boot port: it
+        PXE boots there, through the bond's LACP bypass, before its own bond runs; this kernel may have
+        no bonding, so the lab cables that port alone)."""
+        found = sorted((p.far_ifname, intent.name, p.ifname) for intent in self.intents.values()
+                       for p in intent.ports if p.role == "host" and p.far == node)
+        if not found:
+            raise FabricError(f"{node}: no port on the {self.fabric} fabric")
+        return found[0][1], found[0][2]
 
     def dhcp(self, node: str, timeout: int = 8) -> str | None:
         """dhclient on the node's eth0 (private lease/PID files, no address applied): the leased

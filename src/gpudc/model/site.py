@@ -114,6 +114,17 @@ class EthernetFabricSpec(_Spec):
         "uplinks as downlinks, at most the ports left",
     )
     mtu: int = Field(default=9216, ge=1280, le=9216)
+    homing: Literal["single", "dual"] | None = Field(
+        default=None,
+        description="In-band fabric only: 'dual' cables each node's two north-south ports to a leaf pair as one "
+        "EVPN multihoming bond, 'single' one port to one leaf. Default: each node as its SKU's reference "
+        "architecture says (catalog network/conventions.yaml ethernet_design)",
+    )
+    storage: Literal["converged", "separate"] | None = Field(
+        default=None,
+        description="In-band fabric only: 'converged' carries the storage network on the in-band fabric (no "
+        "storage fabric), 'separate' on its own fabric. Default: as the site's SKUs' reference architecture says",
+    )
 
 
 class OobFabricSpec(_Spec):
@@ -247,6 +258,11 @@ class SlurmSpec(_Spec):
 class MacsSpec(_Spec):
     boot: str | None = None
     bmc: str | None = None
+    inband: list[str] = Field(
+        default_factory=list, max_length=2,
+        description="MACs of a dual-homed node's two in-band ports, in cabling order (the bond's members); the "
+        "boot MAC is one of them and defaults to the first",
+    )
 
     @field_validator("boot", "bmc")
     @classmethod
@@ -254,6 +270,25 @@ class MacsSpec(_Spec):
         if value is not None and not _MAC.match(value):
             raise ValueError(f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff, lowercase)")
         return value
+
+    @field_validator("inband")
+    @classmethod
+    def _macs(cls, value: list[str]) -> list[str]:
+        for mac in value:
+            cls._mac(mac)
+        if len(set(value)) != len(value):
+            raise ValueError("the two in-band ports have the same MAC")
+        return value
+
+    @model_validator(mode="after")
+    def _boot_is_a_port(self) -> MacsSpec:
+        if self.boot is not None and self.inband and self.boot not in self.inband:
+            raise ValueError(f"boot MAC {self.boot} is none of the in-band ports' MACs {self.inband}")
+        return self
+
+    @property
+    def boot_port(self) -> str | None:
+        return self.boot or (self.inband[0] if self.inband else None)
 
 
 class SshAccessSpec(_Spec):

@@ -74,6 +74,7 @@ class _Build:
     domains: list[NvlinkDomain] = field(default_factory=list)
     tor_u: dict[str, int] = field(default_factory=dict)  # rack -> U of its management TOR (NVL72 layout)
     loopback_pool: Allocator | None = None  # the routed fabrics' loopbacks, when the site has any
+    converged: bool = False  # storage rides the in-band fabric (catalog ethernet_design / fabrics.inband.storage)
 
 
 def _switch_kw(catalog: Catalog, model: str) -> float:
@@ -442,7 +443,7 @@ def _new_node(
         name=name, site=b.site.site.name, hall=hall, rack=rack.name, u=u, height_u=sku.node_units,
         pool=pool.name, sku=sku.name, profile=pool.profile, os=os_name, index=index - 1, su=None,
         nvlink_domain=domain, power_kw=round(power_kw, 3), addresses={}, bmc_address="",
-        boot_mac=macs.boot if macs else None, nics=[], expected=exp, boot=boot,
+        boot_mac=macs.boot_port if macs else None, nics=[], expected=exp, boot=boot,
     )
     rack.nodes.append(name)
     b.nodes.append(node)
@@ -607,6 +608,34 @@ def _compute_fabric(b: _Build, allocator: Allocator | None) -> None:
     )
 
 
+def _paired_slots(nodes: list[Node], down: int) -> list[list[tuple[int, int]]]:
+    """(leaf index, port) of each node's ports on leaf pairs (2k, 2k+1): a dual-homed node takes the same port
+    number on both leaves of a pair (its bond's local ES id on both), a single-homed one a port on the pair's
+    less used leaf."""
+    out: list[list[tuple[int, int]]] = []
+    pair, used = 0, [0, 0]
+    for node in nodes:
+        if node.homing == "dual":
+            k = max(used) + 1
+            if k > down:
+                pair, used, k = pair + 1, [0, 0], 1
+            used = [k, k]
+            out.append([(2 * pair, k), (2 * pair + 1, k)])
+        else:
+            side = 0 if used[0] <= used[1] else 1
+            if used[side] >= down:
+                pair, used, side = pair + 1, [0, 0], 0
+            used[side] += 1
+            out.append([(2 * pair + side, used[side])])
+    return out
+
+
+def _mac_plus(mac: str, n: int) -> str:
+    value = int(mac.replace(":", ""), 16) + n
+    raw = f"{value:012x}"
+    return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+
+
 def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator | None) -> None:
     spec = getattr(b.site.fabrics, name)
     if spec is None or not b.nodes:
@@ -624,41 +653,108 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
             )
             return
         down = spec.downlinks
-    endpoints = len(b.nodes) * per_node
-    n_leaves = math.ceil(endpoints / down)
+    dual = name == BOOT_NETWORK and any(n.homing == "dual" for n in b.nodes)
+    if dual:
+        slots = _paired_slots(b.nodes, down)
+    else:
+        slots = [[divmod(i * per_node + k, down) for k in range(per_node)] for i in range(len(b.nodes))]
+        slots = [[(leaf, port + 1) for leaf, port in node_slots] for node_slots in slots]
+    n_leaves = max(leaf for node_slots in slots for leaf, _ in node_slots) + 1
+    if dual:
+        n_leaves += n_leaves % 2
     if n_leaves > 1 and not spec.spine:
+        endpoints = sum(len(node_slots) for node_slots in slots)
+        why = "dual-homed nodes need a leaf pair" if dual else "switch ports exhausted"
         b.problems.append(
-            f"fabrics.{name}: {endpoints} ports need {n_leaves} {spec.leaf} leaves; add a 'spine' "
-            f"(switch ports exhausted)"
+            f"fabrics.{name}: {endpoints} ports need {n_leaves} {spec.leaf} leaves; add a 'spine' ({why})"
         )
         return
     media = f"qsfp-{spec.rate_gbps}g"
+    first_on: dict[int, str] = {}
+    for node, node_slots in zip(b.nodes, slots, strict=True):
+        for leaf_index, _ in node_slots:
+            first_on.setdefault(leaf_index, node.hall)
     leaves = [
         Switch(f"{name}-leaf{n + 1:02d}", name, "leaf", spec.leaf, radix, int(model.rate_gbps.value),
-               None, None, b.nodes[min(n * down // per_node, len(b.nodes) - 1)].hall, None, "")
+               None, None, first_on.get(n, b.nodes[-1].hall), None, "")
         for n in range(n_leaves)
     ]
-    e = 0
-    for node in b.nodes:
-        for k in range(per_node):
-            leaf = leaves[e // down]
-            port = str(e % down + 1)
-            e += 1
+    if dual:
+        base = str(network_conventions()["evpn_multihoming"]["es_sys_mac_base"])
+        for k in range(0, n_leaves, 2):
+            a, z = leaves[k], leaves[k + 1]
+            a.es_peer, z.es_peer = z.name, a.name
+            a.es_sys_mac = z.es_sys_mac = _mac_plus(base, k // 2 + 1)
+    for node, node_slots in zip(b.nodes, slots, strict=True):
+        for k, (leaf_index, port_no) in enumerate(node_slots):
+            leaf, port = leaves[leaf_index], str(port_no)
             leaf.used_ports += 1
             nic = f"{name}{k}"
+            mac = node.inband_macs[k] if name == BOOT_NETWORK and len(node.inband_macs) > k else None
             existing = next((n for n in node.nics if n.name == nic), None)
             if existing is not None:  # the in-band NIC exists already (it carries the SSH address)
                 existing.rate_gbps, existing.switch, existing.switch_port = spec.rate_gbps, leaf.name, port
+                existing.mac = mac or existing.mac
             else:
                 address = allocator.take() if allocator else None
                 if address and k == 0:
                     node.addresses[name] = address
-                node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, None, leaf.name, port))
+                node.nics.append(Nic(nic, name, None, spec.rate_gbps, address, mac, leaf.name, port))
             b.cables.append(Cable(name, node.name, nic, leaf.name, port, media, "in-row"))
     b.switches.extend(leaves)
     spines, cores = (_spine_layer(b, name, name, leaves, spec.spine, f"fabrics.{name}", media, spec.downlinks)
                      if spec.spine else (0, 0))
     b.fabrics.append(Fabric(name, "ethernet", spec.rate_gbps, False, None, len(leaves), spines, cores))
+
+
+def _north_south(b: _Build) -> None:
+    """Each node's in-band homing, and whether storage rides the in-band fabric (b.converged): as the SKU's
+    reference architecture says (catalog ethernet_design), or as fabrics.inband.homing / .storage set."""
+    site = b.site
+    for name in ("frontend", "storage"):
+        other = getattr(site.fabrics, name)
+        if other is not None and (other.homing is not None or other.storage is not None):
+            b.problems.append(f"fabrics.{name}: 'homing' and 'storage' belong to the in-band fabric (fabrics.inband)")
+    spec = site.fabrics.inband
+    for node in b.nodes:
+        macs = site.macs.get(node.name)
+        node.inband_macs = list(macs.inband) if macs else []
+    if spec is None:
+        return
+    design: dict[str, dict[str, str]] = network_conventions()["ethernet_design"]
+    skus = sorted({n.sku for n in b.nodes})
+    needs_storage = site.networks.storage is not None and spec.storage is None
+    missing = [s for s in skus if s not in design]
+    if missing and (spec.homing is None or needs_storage):
+        b.problems.append(
+            f"fabrics.inband: the catalog's ethernet_design (network/conventions.yaml) has no entry for "
+            f"{', '.join(missing)}; add one, or set fabrics.inband.homing and fabrics.inband.storage"
+        )
+        return
+    for node in b.nodes:
+        node.homing = spec.homing or design[node.sku]["homing"]
+        if node.inband_macs and len(node.inband_macs) != (2 if node.homing == "dual" else 1):
+            b.problems.append(
+                f"macs.{node.name}.inband: {len(node.inband_macs)} MACs for a {node.homing}-homed node "
+                f"({'two ports' if node.homing == 'dual' else 'one port'})"
+            )
+    storage: str | None = spec.storage
+    if storage is None and site.networks.storage is not None:
+        kinds = {design[s]["inband_storage"] for s in skus}
+        if len(kinds) > 1:
+            said = ", ".join(f"{s} {design[s]['inband_storage']}" for s in skus)
+            b.problems.append(f"fabrics.inband.storage: the site's SKUs disagree on storage ({said}); "
+                              "set converged or separate")
+            return
+        storage = kinds.pop()
+    b.converged = storage == "converged"
+    if b.converged and site.fabrics.storage is not None:
+        refs = sorted({design[s].get("reference", s) for s in skus if s in design})
+        b.problems.append(
+            "fabrics.storage: storage rides the in-band fabric (converged"
+            + (f", {'; '.join(refs)}" if spec.storage is None else "") + "); remove fabrics.storage, "
+            "or set fabrics.inband.storage: separate"
+        )
 
 
 def _oob(b: _Build) -> None:
@@ -838,7 +934,8 @@ def _fabric_routing(b: _Build) -> tuple[list[Segment], list[str]]:
     segments = []
     for name in _SEGMENT_NETWORKS:
         spec = getattr(site.networks, name)
-        fabric_leaves = leaves.get(name, [])
+        carrier = BOOT_NETWORK if name == "storage" and b.converged else name
+        fabric_leaves = leaves.get(carrier, [])
         if spec is None or not fabric_leaves:
             continue
         vlan = spec.vlan or int(net["default_vlan"][name])
@@ -846,7 +943,7 @@ def _fabric_routing(b: _Build) -> tuple[list[Segment], list[str]]:
         for k, leaf in enumerate(fabric_leaves):
             leaf.svi[name] = [str(n.broadcast_address - 1 - k) for n in nets]
         segments.append(Segment(
-            name, name, name, vlan, int(net["vni_base"]["l2"]) + vlan, int(net["vni_base"]["l3"]) + vlan,
+            name, carrier, name, vlan, int(net["vni_base"]["l2"]) + vlan, int(net["vni_base"]["l3"]) + vlan,
             list(spec.prefixes), [f"{n.network_address + 1}/{n.prefixlen}" for n in nets],
             [leaf.name for leaf in fabric_leaves], list(boot_servers) if name == BOOT_NETWORK else [],
         ))
@@ -866,7 +963,9 @@ def _addresses(b: _Build) -> dict[str, Allocator]:
     need["inband"] = len(b.nodes)
     if site.fabrics.frontend is not None and site.networks.frontend is not None:
         need["frontend"] = len(b.nodes)
-    if site.fabrics.storage is not None and site.networks.storage is not None:
+    if b.converged and site.networks.storage is not None:  # one address per node, on its in-band link's VLAN
+        need["storage"] = len(b.nodes)
+    elif site.fabrics.storage is not None and site.networks.storage is not None:
         need["storage"] = len(b.nodes) * _storage_nics_per_node(b)
     if site.fabrics.compute is not None and site.networks.compute is not None:
         need["compute"] = sum(int(b.catalog.skus[n.sku].fact("compute_nics")) for n in b.nodes)
@@ -908,6 +1007,9 @@ def expand(
     if b.problems:
         raise InputError(b.problems, source=source)
 
+    _north_south(b)
+    if b.problems:
+        raise InputError(b.problems, source=source)
     allocators = _addresses(b)
     if b.problems:
         raise InputError(b.problems, source=source)
@@ -917,6 +1019,14 @@ def expand(
         node.bmc_address = oob.take()
         node.addresses["inband"] = inband.take()
         node.nics.append(Nic("inband0", "inband", None, 0, node.addresses["inband"], node.boot_mac, None, None))
+    if b.converged and "storage" in allocators:  # storage on a VLAN of the in-band link (the bond when dual)
+        storage = allocators["storage"]
+        vlan = site.networks.storage.vlan if site.networks.storage and site.networks.storage.vlan else int(
+            network_conventions()["default_vlan"]["storage"])
+        for node in b.nodes:
+            node.addresses["storage"] = storage.take()
+            link = "bond0" if node.homing == "dual" else "inband0"
+            node.nics.append(Nic(f"{link}.{vlan}", "storage", None, 0, node.addresses["storage"], None, None, None))
     for dev in b.devices:
         dev.address = oob.take()
         dev.bmc_address = oob.take()

@@ -112,6 +112,10 @@ class Node:
     nics: list[Nic]
     expected: Expectation
     boot: Boot  # shared by the nodes of a pool (one OS, one SKU): read, never change
+    # North-south (in-band) homing: "dual" = two ports to a leaf pair as one LACP bond (EVPN multihoming),
+    # the bond taking the boot port's MAC so its Kea reservation holds from PXE to the installed OS
+    homing: str = "single"
+    inband_macs: list[str] = field(default_factory=list)  # the in-band ports' MACs in cabling order, when known
 
     @property
     def ssh_address(self) -> str:
@@ -154,6 +158,10 @@ class Switch:
     asn: int | None = None
     loopback: str | None = None  # /32: BGP router-id and VXLAN tunnel source
     svi: dict[str, list[str]] = field(default_factory=dict)  # leaf: network -> its own SVI address per prefix
+    # EVPN multihoming: the leaf pair's shared Ethernet segment system MAC (the LACP system id dual-homed
+    # nodes see on both links) and the other leaf of the pair
+    es_sys_mac: str | None = None
+    es_peer: str | None = None
 
 
 @dataclass(slots=True)

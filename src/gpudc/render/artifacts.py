@@ -20,7 +20,8 @@ from jinja2 import Environment
 from gpudc import secrets
 from gpudc.boot import tokens
 from gpudc.catalog import network_conventions
-from gpudc.plan.types import BootFirmware, Cable, Device, Fabric, Node, Plan, Switch
+from gpudc.plan.expand import BOOT_NETWORK
+from gpudc.plan.types import BootFirmware, Cable, Device, Fabric, Node, Plan, Segment, Switch
 from gpudc.render.context import (
     DHCP_NETWORKS,
     Record,
@@ -229,6 +230,48 @@ def _node_info(node: Node) -> dict[str, Any]:
     }
 
 
+def node_network(plan: Plan, node: Node) -> tuple[dict[str, Any], list[str]]:
+    """The node's in-band network as netplan v2 (autoinstall's `network`), and what it lacks. Single-homed:
+    the boot port by its MAC with DHCP. Dual-homed: an LACP bond of its two in-band ports (catalog host_bond)
+    that takes the boot MAC, so Kea's reservation holds from PXE to the installed OS; a port with no known
+    MAC is left out and named. Networks converged onto the in-band fabric: VLANs on that link, planned address."""
+    ports = sorted((n for n in node.nics if n.network == BOOT_NETWORK and n.switch), key=lambda n: n.name)
+    missing: list[str] = []
+    ethernets: dict[str, Any] = {}
+    doc: dict[str, Any] = {"version": 2, "ethernets": ethernets}
+    if node.homing == "dual" and node.boot_mac:
+        for nic in ports:
+            if nic.mac:
+                ethernets[nic.name] = {"match": {"macaddress": nic.mac}, "set-name": nic.name}
+            else:
+                missing.append(f"{nic.name} (port {nic.switch}:{nic.switch_port})")
+        bond = network_conventions()["host_bond"]
+        doc["bonds"] = {"bond0": {
+            "interfaces": sorted(ethernets), "macaddress": node.boot_mac, "dhcp4": True,
+            "parameters": {"mode": bond["mode"], "lacp-rate": bond["lacp_rate"],
+                           "transmit-hash-policy": bond["transmit_hash_policy"],
+                           "mii-monitor-interval": bond["mii_monitor_interval"]},
+        }}
+        link = "bond0"
+    else:  # single-homed, or dual-homed with no MAC known: DHCP on the first matching port, as PXE did
+        ethernets["inband0"] = {"match": {"macaddress": node.boot_mac} if node.boot_mac else {"name": "en*"},
+                                "dhcp4": True}
+        link = "inband0"
+        if node.homing == "dual":
+            missing += [f"{nic.name} (port {nic.switch}:{nic.switch_port})" for nic in ports]
+    vlans: dict[str, Any] = {}
+    for seg in plan.segments:
+        address = node.addresses.get(seg.network)
+        if seg.fabric != BOOT_NETWORK or seg.network == BOOT_NETWORK or not address:
+            continue
+        prefix = next(ipaddress.IPv4Network(p) for p in seg.prefixes if ipaddress.IPv4Address(address) in
+                      ipaddress.IPv4Network(p))
+        vlans[f"{link}.{seg.vlan}"] = {"id": seg.vlan, "link": link, "addresses": [f"{address}/{prefix.prefixlen}"]}
+    if vlans:
+        doc["vlans"] = vlans
+    return doc, missing
+
+
 def render_pxe(ctx: Ctx, w: Writer) -> None:
     plan = ctx.plan
     base = ctx.boot_base
@@ -259,8 +302,12 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
                            seed=f"{base}/{tokens.seed_path(seeds[node.name])}"),
                 "pxe", f"iPXE script of {node.name}: its seed URL, then its pool's script (holds its seed token: "
                 "mode 0600; served at <base>/seed/<token>/node.ipxe)", secret=True)
+        network, missing = node_network(plan, node)
+        for port in missing:
+            w.placeholders.append(f"pxe: {node.name} bond0 lacks in-band port {port}: its MAC is unknown "
+                                  f"(set gpudc:macs.{node.name}.inband; until then DHCP on the boot port alone)")
         text = ctx.render(
-            "pxe/user-data.j2", node=node, node_info=_node_info(node),
+            "pxe/user-data.j2", node=node, node_info=_node_info(node), network=network,
             boot=node.boot, controller_key=controller_pub,
             host_private=private.read_text(), host_public=public,
         )
@@ -323,36 +370,70 @@ def nvue_switches(plan: Plan) -> list[Switch]:
     return [s for s in plan.switches if s.fabric != "oob" and kinds.get(s.fabric) in ETHERNET_KINDS]
 
 
+def leaf_segments(plan: Plan, switch: Switch) -> list[Segment]:
+    """The EVPN segments a leaf carries: its fabric's own network first (the untagged/access VLAN of
+    its host ports), then any network converged onto it (storage on a converged in-band fabric)."""
+    if switch.role != "leaf":
+        return []
+    segs = [s for s in plan.segments if s.fabric == switch.fabric]
+    return sorted(segs, key=lambda s: s.network != switch.fabric)
+
+
+def host_interfaces(ctx: Ctx, switch: Switch, ports: list[dict[str, Any]],
+                    segments: list[Segment]) -> list[dict[str, Any]]:
+    """The bridge ports of a leaf: a host port as it is, or, for a dual-homed node, the EVPN multihoming
+    bond over it (bond<port>: the same name and local ES id on both leaves of the pair, the pair's ES
+    system MAC). VLANs: the fabric's own network untagged, converged networks tagged."""
+    out: list[dict[str, Any]] = []
+    for p in ports:
+        if p["role"] != "host":
+            continue
+        node = ctx.nodes.get(p["far"])
+        tagged = [s.vlan for s in segments[1:]] if node is not None else []
+        iface: dict[str, Any] = {"name": p["ifname"], "members": [], "description": f"{p['far']}:{p['far_port']}",
+                                 "vlan": segments[0].vlan if segments else None, "tagged": tagged, "es": None}
+        if node is not None and node.homing == "dual" and switch.es_sys_mac:
+            local_id = int(p["port"])
+            iface.update(name=f"bond{local_id}", members=[p["ifname"]], description=f"{node.name} bond0 {p['far_port']}",
+                         es={"local_id": local_id, "mac": switch.es_sys_mac})
+        out.append(iface)
+    return out
+
+
 def render_switches(ctx: Ctx, w: Writer) -> None:
     plan = ctx.plan
     oob = next(p for p in plan.pools if p.network == "oob")
     oob_len = {p: ipaddress.IPv4Network(p).prefixlen for p in oob.prefixes}
     roce = any(f.name == "compute" and f.kind in ETHERNET_KINDS for f in plan.fabrics)
     net = network_conventions()  # fabric MTU, VRR MAC: catalog data, read at render time
-    segments = {s.fabric: s for s in plan.segments}
     for sw in nvue_switches(plan):
         ports = switch_ports(ctx, sw)
         factor = breakout_factor(sw, _fabric_rate(plan, sw.fabric))
         cages = sorted({p["cage"] for p in ports}) if factor > 1 else []
-        segment = segments.get(sw.fabric) if sw.role == "leaf" else None
-        svi = None
-        if segment is not None:  # the leaf's own address per prefix, beside the anycast gateway
-            svi = [f"{a}/{g.split('/')[1]}" for a, g in zip(sw.svi[segment.network], segment.gateways, strict=True)]
+        segments = leaf_segments(plan, sw)
+        # the leaf's own address per prefix of each segment, beside the anycast gateway
+        svis = [{"segment": seg, "addresses": [f"{a}/{g.split('/')[1]}" for a, g in
+                                               zip(sw.svi[seg.network], seg.gateways, strict=True)]}
+                for seg in segments]
+        hosts = host_interfaces(ctx, sw, ports, segments)
+        bonds = [h for h in hosts if h["es"]]
         mgmt_prefix = next(p for p in oob.prefixes if ipaddress.IPv4Address(sw.address) in ipaddress.IPv4Network(p))
         text = ctx.render(
             "switch/startup.yaml.j2", switch=sw, ports=ports, cages=cages, breakout=f"{factor}x",
-            mtu=ctx.extras.mtu.get(sw.fabric, int(net["fabric_mtu"])), segment=segment, svi=svi,
-            vrr_mac=net["vrr_mac"], mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
-            roce=roce and sw.fabric == "compute",
+            mtu=ctx.extras.mtu.get(sw.fabric, int(net["fabric_mtu"])), segments=segments, svis=svis,
+            host_of={(h['members'] or [h['name']])[0]: h for h in hosts}, bonds=bonds, vrr_mac=net["vrr_mac"], mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}",
+            mgmt_gw=gateway(mgmt_prefix), roce=roce and sw.fabric == "compute",
         )
-        relay = f"; DHCP relay to {', '.join(segment.dhcp_relay)}" if segment and segment.dhcp_relay else ""
+        relays = [s for s in segments if s.dhcp_relay]
+        relay = "".join(f"; DHCP relay to {', '.join(s.dhcp_relay)}" for s in relays)
+        mh = f"; {len(bonds)} EVPN multihoming bonds with {sw.es_peer}" if bonds else ""
         w.write(f"switches/{sw.name}/startup.yaml", text, "switches",
-                f"NVUE startup.yaml of {sw.fabric} {sw.role} {sw.name} ({sw.model}, {len(ports)} cabled ports{relay})")
+                f"NVUE startup.yaml of {sw.fabric} {sw.role} {sw.name} ({sw.model}, {len(ports)} cabled ports{relay}{mh})")
         fabric_ports = [p for p in ports if p["role"] == "fabric"]
         w.write(f"switches/{sw.name}/frr.conf",
-                ctx.render("frr/frr.conf.j2", switch=sw, segment=segment, fabric_ports=fabric_ports),
+                ctx.render("frr/frr.conf.j2", switch=sw, segments=segments, fabric_ports=fabric_ports, bonds=bonds),
                 "switches", f"FRR config of {sw.name}: BGP unnumbered on {len(fabric_ports)} fabric ports"
-                + (", EVPN symmetric" if segment else ""))
+                + (", EVPN symmetric" if segments else "") + (", EVPN multihoming" if bonds else ""))
     rows = []
     for sw in plan.switches:
         if sw.fabric != "oob":

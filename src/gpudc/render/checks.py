@@ -3,8 +3,8 @@
 kea-dhcp4 -t (Debian kea-dhcp4-server), cloud-init's schema validator (Debian cloud-init),
 named-checkzone and named-checkconf (Debian bind9-utils), debconf-set-selections -c for
 preseed files, gpudc's JSON schema for NVUE startup.yaml, FRR's own parser for frr.conf
-(`vtysh --dryrun`, Debian frr), and
-invariants no checker covers. A checker that is not installed is reported as `unavailable`,
+(`vtysh --dryrun`, Debian frr), netplan's own parser for autoinstall's network
+(`netplan generate`, Debian netplan.io), and invariants no checker covers. A checker that is not installed is reported as `unavailable`,
 never as passed. Output that could quote a secret is redacted before it is reported.
 """
 
@@ -170,6 +170,44 @@ def _cloud_init(root: Path) -> list[CheckResult]:
     else:
         results.append(CheckResult("cloud-init schema", "ok", f"{len(files)} user-data files (and autoinstall user-data)"))
     return results
+
+
+def _shape(value: Any) -> Any:
+    """A netplan document with its values blanked: nodes of one pool and homing share one shape."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return type(value).__name__
+
+
+def _netplan(root: Path) -> list[CheckResult]:
+    """autoinstall's `network` of every node through netplan's own parser (`netplan generate --root-dir`),
+    once per distinct shape (its values blanked), so a big site costs a few runs."""
+    shapes: dict[str, tuple[Path, Any]] = {}
+    for path in sorted((root / "pxe" / "nodes").glob("*/user-data")):
+        doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        network = doc.get("autoinstall", {}).get("network") if isinstance(doc, dict) else None
+        if network is not None:
+            shapes.setdefault(json.dumps(_shape(network), sort_keys=True), (path, network))
+    if not shapes:
+        return []
+    binary = shutil.which("netplan") or ("/usr/sbin/netplan" if Path("/usr/sbin/netplan").exists() else None)
+    if binary is None:
+        return [CheckResult("netplan generate", "unavailable", "netplan not installed (Debian netplan.io)")]
+    problems = []
+    for path, network in shapes.values():
+        with tempfile.TemporaryDirectory(prefix="gpudc-netplan-") as tmp:
+            conf = Path(tmp) / "etc" / "netplan" / "50-gpudc.yaml"
+            conf.parent.mkdir(parents=True)
+            conf.write_text(yaml.safe_dump({"network": network}))
+            conf.chmod(0o600)
+            rc, out = _run([binary, "generate", "--root-dir", tmp])
+            if rc != 0:
+                problems.append(f"{path.relative_to(root)}: {out.replace(str(conf), 'network')[-300:]}")
+    if problems:
+        return [CheckResult("netplan generate", "failed", "\n".join(problems[:10]))]
+    return [CheckResult("netplan generate", "ok", f"{len(shapes)} network shapes of autoinstall user-data")]
 
 
 def _zones(root: Path) -> list[CheckResult]:
@@ -426,4 +464,4 @@ def check_tree(out_dir: Path | str) -> list[CheckResult]:
     """Run every checker on a rendered tree."""
     root = Path(out_dir)
     return [*_kea(root), *_cloud_init(root), *_zones(root), *_preseed(root), *_ipxe(root), *_switches(root), *_frr(root),
-            *_slurm(root), *_invariants(root)]
+            *_netplan(root), *_slurm(root), *_invariants(root)]
