@@ -721,16 +721,11 @@ def _north_south(b: _Build) -> None:
         node.inband_macs = list(macs.inband) if macs else []
     if spec is None:
         return
+    # a SKU the catalog records no design for (an overlay's own) keeps one port and a separate storage fabric
+    unknown = {"homing": "single", "inband_storage": "separate"}
     design: dict[str, dict[str, str]] = network_conventions()["ethernet_design"]
-    skus = sorted({n.sku for n in b.nodes})
-    needs_storage = site.networks.storage is not None and spec.storage is None
-    missing = [s for s in skus if s not in design]
-    if missing and (spec.homing is None or needs_storage):
-        b.problems.append(
-            f"fabrics.inband: the catalog's ethernet_design (network/conventions.yaml) has no entry for "
-            f"{', '.join(missing)}; add one, or set fabrics.inband.homing and fabrics.inband.storage"
-        )
-        return
+    design = {sku: design.get(sku, unknown) for sku in {n.sku for n in b.nodes}}
+    skus = sorted(design)
     for node in b.nodes:
         node.homing = spec.homing or design[node.sku]["homing"]
         if node.inband_macs and len(node.inband_macs) != (2 if node.homing == "dual" else 1):
@@ -749,7 +744,7 @@ def _north_south(b: _Build) -> None:
         storage = kinds.pop()
     b.converged = storage == "converged"
     if b.converged and site.fabrics.storage is not None:
-        refs = sorted({design[s].get("reference", s) for s in skus if s in design})
+        refs = sorted({design[s].get("reference", s) for s in skus if design[s]["inband_storage"] == "converged"})
         b.problems.append(
             "fabrics.storage: storage rides the in-band fabric (converged"
             + (f", {'; '.join(refs)}" if spec.storage is None else "") + "); remove fabrics.storage, "
