@@ -86,6 +86,25 @@ def test_fabric_sessions_routes_and_evpn_from_frr(lab: dict[str, Any]) -> None:
         assert remote == {o.loopback for o in leaves if o is not leaf}, (leaf.name, evpn[str(vni)])
 
 
+def test_each_leaf_of_the_pair_derives_the_same_ethernet_segments_from_its_rendered_config(lab: dict[str, Any]) -> None:
+    """zebra, on the rendered frr.conf, makes each dual-homed tray's Ethernet segment: type-3 ESI 03:<the pair's
+    system MAC>:<3-byte local id = the bond's port>, on the same bond on both leaves. (The bonds themselves need
+    the kernel's bonding driver, so the segments are local and not yet up: README, Not yet built.)"""
+    plan = load_plan(lab["stack"])
+    pair = [s for s in plan.switches if s.es_sys_mac]
+    duals = [n for n in plan.nodes if n.homing == "dual"]
+    assert len(pair) == 2 and duals
+    for leaf in pair:
+        want = set()
+        for node in duals:
+            port = next(int(n.switch_port or 0) for n in node.nics if n.switch == leaf.name)
+            local = f"{port:06x}"
+            want.add((f"03:{leaf.es_sys_mac}:{local[0:2]}:{local[2:4]}:{local[4:6]}", f"bond{port}"))
+        es = boot_network.vtysh_json(leaf.name, "show evpn es detail json")
+        assert {(e["esi"], e["accessPort"]) for e in es} == want, (leaf.name, es)
+        assert all("local" in e["flags"] for e in es)
+
+
 @contextmanager
 def _relays_paused(state: dict[str, Any], leaves: list[str]) -> Iterator[None]:
     """SIGSTOP the named leaves' dhcrelay (the daemons stay; SIGCONT on the way out)."""
