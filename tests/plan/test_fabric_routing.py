@@ -9,25 +9,12 @@ from typing import Any
 
 import pytest
 
-from gpudc.catalog import load_catalog
-from gpudc.errors import InputError
-from gpudc.model import list_stacks, site_from_config
-from gpudc.plan import expand, load_plan
+from gpudc.model import list_stacks
+from gpudc.plan import load_plan
 from gpudc.plan.addresses import address_owners, duplicate_addresses
 from gpudc.plan.expand import routed_switches
-from gpudc.plan.types import Plan
 
-SRC = "stacks/Pulumi.t.yaml"
-
-
-def plan_of(data: dict[str, Any]) -> Plan:
-    return expand(site_from_config(data, SRC), load_catalog(), source=SRC)
-
-
-def problems_of(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(InputError) as info:
-        plan_of(data)
-    return info.value.problems
+from .conftest import plan_of, problems_of
 
 
 def with_inband_fabric(data: dict[str, Any]) -> dict[str, Any]:

@@ -8,26 +8,17 @@ import ipaddress
 from collections import Counter
 from typing import Any
 
-import pytest
-
-from gpudc.catalog import load_catalog, network_conventions
-from gpudc.errors import InputError
-from gpudc.model import site_from_config
-from gpudc.plan import expand, load_plan
+from gpudc.catalog import network_conventions
+from gpudc.plan import load_plan
 from gpudc.plan.types import Plan
 
-SRC = "stacks/Pulumi.t.yaml"
-
-
-def plan_of(data: dict[str, Any]) -> Plan:
-    return expand(site_from_config(data, SRC), load_catalog(), source=SRC)
+from .conftest import SRC, plan_of
+from .conftest import problems_of as printed_problems
 
 
 def problems_of(data: dict[str, Any]) -> list[str]:
-    """The plan's problems without the file name each starts with."""
-    with pytest.raises(InputError) as info:
-        plan_of(data)
-    return [p.removeprefix(f"{SRC}: ") for p in info.value.problems]
+    """The plan's problems without the stack file each starts with."""
+    return [p.removeprefix(f"{SRC}: ") for p in printed_problems(data)]
 
 
 def with_inband(data: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -10,19 +10,8 @@ from gpudc.catalog import load_catalog
 from gpudc.errors import InputError
 from gpudc.model import site_from_config
 from gpudc.plan import expand
-from gpudc.plan.types import Plan
 
-SRC = "stacks/Pulumi.t.yaml"
-
-
-def plan_of(data: dict[str, Any]) -> Plan:
-    return expand(site_from_config(data, SRC), load_catalog(), source=SRC)
-
-
-def problems_of(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(InputError) as info:
-        plan_of(data)
-    return info.value.problems
+from .conftest import SRC, plan_of, problems_of
 
 
 def test_base_site_expands(site_data: dict[str, Any]) -> None:
