@@ -204,8 +204,9 @@ def test_simulated_nvml_matches_the_real_library(sim_lib: Path, tmp_path: Path) 
     sim = run_sim_probe(sim_lib, tmp_path, gpu_state.healthy_state(node), [])
     real = _facts("probe-quick.out")
     assert sim["source"] == real["source"] == "nvml"
-    # per-host content (which packages were asked for, which units exist) is not NVML's
-    host_side = ("gpus", "packages", "services")
+    # per-host content (which packages were asked for, which units exist, the host's bonds: read after
+    # that capture was made) is not NVML's
+    host_side = ("gpus", "packages", "services", "bonding")
     problems = _same_shape(
         _shape({k: v for k, v in real.items() if k not in host_side}),
         _shape({k: v for k, v in sim.items() if k not in host_side}),

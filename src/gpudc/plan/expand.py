@@ -685,6 +685,10 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
             a, z = leaves[k], leaves[k + 1]
             a.es_peer, z.es_peer = z.name, a.name
             a.es_sys_mac = z.es_sys_mac = _mac_plus(base, k // 2 + 1)
+        for node, node_slots in zip(b.nodes, slots, strict=True):
+            if node.homing == "dual":  # what the validator checks of its bond (gpudc.validate.checks.bond)
+                node.expected.bond_members = len(node_slots)
+                node.expected.bond_partner_mac = leaves[node_slots[0][0]].es_sys_mac
     for node, node_slots in zip(b.nodes, slots, strict=True):
         for k, (leaf_index, port_no) in enumerate(node_slots):
             leaf, port = leaves[leaf_index], str(port_no)

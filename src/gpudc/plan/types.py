@@ -44,6 +44,10 @@ class Expectation:
     packages_by_role: dict[str, dict[str, str]] = field(default_factory=dict)
     rdma_mode: str = "inbox"  # inbox rdma-core, or doca (the profile's doca_ofed component)
     doca_version: str | None = None
+    # a dual-homed node: its in-band LACP bond (bond0) and the LACP partner it must see, the leaf pair's
+    # EVPN multihoming system MAC; 0 / None for a single-homed node
+    bond_members: int = 0
+    bond_partner_mac: str | None = None
 
 
 @dataclass(slots=True)

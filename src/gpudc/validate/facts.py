@@ -192,6 +192,34 @@ class IbPort(TypedDict):
 
 
 @with_config(_CONFIG)
+class BondMember(TypedDict):
+    name: str
+    mii_status: str | None
+    aggregator_id: int | None
+    link_failures: int | None
+    speed_mbps: int | None
+    actor_state: int | None  # LACP port state (IEEE 802.1AX bits: 0x08 sync, 0x10 collecting, 0x20 distributing)
+    partner_state: int | None
+    partner_mac: str | None
+
+
+@with_config(_CONFIG)
+class Bond(TypedDict):
+    mode: str | None
+    mii_status: str | None
+    lacp_rate: str | None
+    aggregator_id: int | None  # the active aggregator
+    partner_mac: str | None  # its LACP partner's system MAC
+    members: list[BondMember]
+
+
+@with_config(_CONFIG)
+class Bonding(TypedDict):
+    driver: Literal["loaded", "module", "absent"]
+    bonds: dict[str, Bond]
+
+
+@with_config(_CONFIG)
 class Dcgm(TypedDict):
     level: int | None
     rc: int | None
@@ -254,6 +282,7 @@ class ProbeFacts(TypedDict):
     kernel_driver: NotRequired[str | None]
     packages: NotRequired[dict[str, Package | None] | None]
     ib_ports: NotRequired[list[IbPort]]
+    bonding: NotRequired[Bonding]
     dcgm: NotRequired[Dcgm | None]
     nccl: NotRequired[Nccl | None]
     nvbandwidth: NotRequired[Nvbandwidth | None]

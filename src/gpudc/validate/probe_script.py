@@ -1007,6 +1007,77 @@ def collect_ib(facts: dict[str, Any]) -> None:
     facts["ib_ports"] = ports
 
 
+def _lacp_state(value: str) -> int | None:
+    return int(value) if value.strip().isdigit() else None
+
+
+def parse_bonding(text: str) -> dict[str, Any]:
+    """One /proc/net/bonding/<bond> file (the Linux bonding driver's text): mode, MII status, the
+    active aggregator and its LACP partner, and per member its MII status, aggregator, failure count and
+    the actor's and partner's LACP port state and partner system MAC."""
+    bond: dict[str, Any] = {"mode": None, "mii_status": None, "lacp_rate": None, "aggregator_id": None,
+                            "partner_mac": None, "members": []}
+    member: dict[str, Any] | None = None
+    pdu = ""  # "actor" | "partner": inside a member's "details ... lacp pdu:" block
+    for raw in text.splitlines():
+        line = raw.strip()
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "Slave Interface":
+            member = {"name": value, "mii_status": None, "aggregator_id": None, "link_failures": None,
+                      "speed_mbps": None, "actor_state": None, "partner_state": None, "partner_mac": None}
+            bond["members"].append(member)
+            pdu = ""
+        elif key in ("details actor lacp pdu", "details partner lacp pdu"):
+            pdu = key.split()[1]
+        elif member is None:
+            if key == "Bonding Mode":
+                bond["mode"] = value
+            elif key == "MII Status":
+                bond["mii_status"] = value
+            elif key == "LACP rate":
+                bond["lacp_rate"] = value
+            elif key == "Aggregator ID":  # under "Active Aggregator Info:"
+                bond["aggregator_id"] = _lacp_state(value)
+            elif key == "Partner Mac Address":
+                bond["partner_mac"] = value.lower()
+        elif pdu and key == "port state":
+            member[f"{pdu}_state"] = _lacp_state(value)
+        elif pdu == "partner" and key == "system mac address":
+            member["partner_mac"] = value.lower()
+        elif not pdu:
+            if key == "MII Status":
+                member["mii_status"] = value
+            elif key == "Aggregator ID":
+                member["aggregator_id"] = _lacp_state(value)
+            elif key == "Link Failure Count":
+                member["link_failures"] = _lacp_state(value)
+            elif key == "Speed":
+                member["speed_mbps"] = _lacp_state(value.split()[0]) if value.split() else None
+    return bond
+
+
+def collect_bonding(facts: dict[str, Any]) -> None:
+    """Every bond the bonding driver runs, and whether the driver is loaded, only built as a module,
+    or absent from this kernel (then no bond can exist: a container on a host without it)."""
+    bonds: dict[str, Any] = {}
+    for path in sorted(glob.glob("/proc/net/bonding/*")):
+        try:
+            with open(path) as f:
+                bonds[os.path.basename(path)] = parse_bonding(f.read(65536))
+        except OSError:
+            continue
+    if os.path.isdir("/proc/net/bonding") or os.path.isdir("/sys/module/bonding"):
+        driver = "loaded"
+    elif glob.glob(f"/lib/modules/{os.uname().release}/kernel/drivers/net/bonding/bonding.ko*"):
+        driver = "module"
+    else:
+        driver = "absent"
+    facts["bonding"] = {"driver": driver, "bonds": bonds}
+
+
 # ---------------------------------------------------------------------------------------------
 # standard / full levels
 
@@ -1252,6 +1323,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         ("modules", lambda: collect_modules(facts)),
         ("packages", lambda: collect_packages(facts, args.packages, cmd_timeout)),
         ("ib", lambda: collect_ib(facts)),
+        ("bonding", lambda: collect_bonding(facts)),
     ]
     if args.level in ("standard", "full") and not facts["hung"]:
         diag = 3 if args.level == "full" else 2

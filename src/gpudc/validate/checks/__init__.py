@@ -21,6 +21,7 @@ from typing import Any
 
 from gpudc.plan.types import Expectation
 from gpudc.validate.checks import (
+    bond,
     count,
     diag,
     fabric,
@@ -58,6 +59,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], list[Finding]]], ...] = (
     ("services", services.check),
     ("software", software.check),
     ("ib", ib.check),
+    ("bond", bond.check),
     ("diag", diag.check),
     ("perf", perf.check),
 )
