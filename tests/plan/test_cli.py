@@ -17,7 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_plan_prints_the_table() -> None:
     result = run("plan", "--stack", "osaka-sakai")
     assert result.returncode == 0, result.stderr
-    for text in ("osaka-sakai", "liquid", "2,024.1", "address pools", "compute", "spines", "1152"):
+    for text in ("osaka-sakai", "liquid", "2,024.1", "address pools", "compute", "spines", "1152", "carries", "EVPN-MH,"):
         assert text in result.stdout
 
 

@@ -53,6 +53,18 @@ def write_json(plan: Plan, target: Path) -> None:
         raise InputError(f"--json {target}: {exc.strerror}") from None
 
 
+def _carries(plan: Plan, fabric: str) -> str:
+    """The networks a fabric carries (EVPN segments; a relayed boot network marked) and, for the in-band
+    fabric, how many nodes are dual-homed on leaf pairs."""
+    nets = [s.network + (" (DHCP relay)" if s.dhcp_relay else "") for s in plan.segments if s.fabric == fabric]
+    if fabric == "inband":
+        dual = sum(1 for n in plan.nodes if n.homing == "dual")
+        pairs = sum(1 for s in plan.switches if s.fabric == fabric and s.es_sys_mac) // 2
+        if dual:
+            nets.append(f"{dual} nodes dual-homed (EVPN-MH, {pairs} leaf pairs)")
+    return ", ".join(nets) or "-"
+
+
 def summary_tables(plan: Plan) -> list[Table]:
     tables = []
     site = plan.site
@@ -93,17 +105,18 @@ def summary_tables(plan: Plan) -> list[Table]:
     tables.append(t)
 
     t = Table(title="fabrics")
-    for col in ("fabric", "kind", "rate", "rail-optimized", "SU size", "leaves", "spines", "cores", "cables"):
+    for col in ("fabric", "kind", "rate", "rail-optimized", "SU size", "leaves", "spines", "cores", "cables",
+                "carries"):
         t.add_column(col)
     cables = Counter(c.fabric for c in plan.cables)
     for f in plan.fabrics:
         t.add_row(
             f.name, f.kind, f"{f.rate_gbps}G", "yes" if f.rail_optimized else "no", str(f.su_size or "-"),
-            str(f.leaves), str(f.spines), str(f.cores or "-"), str(cables[f.name]),
+            str(f.leaves), str(f.spines), str(f.cores or "-"), str(cables[f.name]), _carries(plan, f.name),
         )
     oob = [s for s in plan.switches if s.fabric == "oob"]
     if oob:
-        t.add_row("oob", "ethernet", "1G", "-", "-", str(len(oob)), "0", "-", str(cables["oob"]))
+        t.add_row("oob", "ethernet", "1G", "-", "-", str(len(oob)), "0", "-", str(cables["oob"]), "BMCs")
     tables.append(t)
 
     t = Table(title="address pools")
