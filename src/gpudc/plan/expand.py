@@ -657,8 +657,8 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
     if dual:
         slots = _paired_slots(b.nodes, down)
     else:
-        slots = [[divmod(i * per_node + k, down) for k in range(per_node)] for i in range(len(b.nodes))]
-        slots = [[(leaf, port + 1) for leaf, port in node_slots] for node_slots in slots]
+        slots = [[(e // down, e % down + 1) for e in range(i * per_node, (i + 1) * per_node)]
+                 for i in range(len(b.nodes))]
     n_leaves = max(leaf for node_slots in slots for leaf, _ in node_slots) + 1
     if dual:
         n_leaves += n_leaves % 2

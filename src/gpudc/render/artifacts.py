@@ -394,7 +394,8 @@ def host_interfaces(ctx: Ctx, switch: Switch, ports: list[dict[str, Any]],
                                  "vlan": segments[0].vlan if segments else None, "tagged": tagged, "es": None}
         if node is not None and node.homing == "dual" and switch.es_sys_mac:
             local_id = int(p["port"])
-            iface.update(name=f"bond{local_id}", members=[p["ifname"]], description=f"{node.name} bond0 {p['far_port']}",
+            iface.update(name=f"bond{local_id}", members=[p["ifname"]],
+                         description=f"{node.name} bond0 {p['far_port']}",
                          es={"local_id": local_id, "mac": switch.es_sys_mac})
         out.append(iface)
     return out
@@ -421,8 +422,9 @@ def render_switches(ctx: Ctx, w: Writer) -> None:
         text = ctx.render(
             "switch/startup.yaml.j2", switch=sw, ports=ports, cages=cages, breakout=f"{factor}x",
             mtu=ctx.extras.mtu.get(sw.fabric, int(net["fabric_mtu"])), segments=segments, svis=svis,
-            host_of={(h['members'] or [h['name']])[0]: h for h in hosts}, bonds=bonds, vrr_mac=net["vrr_mac"], mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}",
-            mgmt_gw=gateway(mgmt_prefix), roce=roce and sw.fabric == "compute",
+            host_of={(h["members"] or [h["name"]])[0]: h for h in hosts}, bonds=bonds, vrr_mac=net["vrr_mac"],
+            mgmt=f"{sw.address}/{oob_len[mgmt_prefix]}", mgmt_gw=gateway(mgmt_prefix),
+            roce=roce and sw.fabric == "compute",
         )
         relays = [s for s in segments if s.dhcp_relay]
         relay = "".join(f"; DHCP relay to {', '.join(s.dhcp_relay)}" for s in relays)
