@@ -172,3 +172,26 @@ def test_netplan_parses_every_network_and_refuses_a_broken_one(site: tuple[Plan,
     (bad / "user-data").write_text(text.replace('"802.3ad"', '"802.3ax"'))
     result = next(r for r in check_tree(tmp_path) if r.name == "netplan generate")
     assert result.status == "failed" and "unknown bond mode '802.3ax'" in result.detail
+
+
+def test_every_leaf_of_a_dual_homed_fabric_runs_evpn_mh_also_a_pair_of_single_homed_nodes(
+        tmp_path: Path, secret_dir: Path) -> None:
+    """NVIDIA: enable EVPN-MH on all VTEPs (else duplicate packets). One node port per leaf puts the two
+    H200s alone on the first pair, each GB200 tray on a pair of its own."""
+    lab, _ = load_site("lab")
+    site = lab.model_copy(update={"fabrics": lab.fabrics.model_copy(update={"inband": lab.fabrics.inband.model_copy(  # type: ignore[union-attr]
+        update={"downlinks": 1})})})
+    plan = expand(site, load_catalog(), stack="lab")
+    with secret_env(secret_dir):
+        render_site(plan, tmp_path, site)
+    leaves = [s for s in plan.switches if s.fabric == "inband" and s.role == "leaf"]
+    assert len(leaves) == 6
+    for leaf in leaves:
+        cfg = nvue(tmp_path, leaf.name)
+        assert cfg["evpn"]["multihoming"] == {"enable": True}, leaf.name
+        uplinks = [v for v in cfg["interface"].values() if v.get("description", "").startswith("inband-spine")]
+        assert uplinks and all(v["evpn"]["multihoming"]["uplink"] is True for v in uplinks)
+        frr = (tmp_path / "switches" / leaf.name / "frr.conf").read_text()
+        assert frr.count(" evpn mh uplink\n") == len(uplinks)
+    first = nvue(tmp_path, leaves[0].name)
+    assert not [k for k in first["interface"] if k.startswith("bond")]  # H200s only: no Ethernet segment
