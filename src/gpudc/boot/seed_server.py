@@ -105,7 +105,7 @@ class SeedServer(ThreadingHTTPServer):
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, request_timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.root = root.resolve()
         self.site = plan.site.name
-        self.prefix = f"/gpudc/{self.site}"
+        self.prefix = tokens.site_path(self.site)
         self.index = seed_index(plan)
         self.public_dirs = _public_dirs(plan)
         self.tls = tls

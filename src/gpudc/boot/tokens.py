@@ -68,6 +68,11 @@ def node_tokens(plan: Plan) -> dict[str, str]:
     return {n.name: derive(key, plan.site.name, n.name) for n in plan.nodes}
 
 
+def site_path(site: str) -> str:
+    """The URL path below which the boot server serves a site's rendered tree: `/gpudc/<site>`."""
+    return f"/gpudc/{site}"
+
+
 def seed_path(token: str) -> str:
     """The seed folder's path below the base URL: `seed/<token>/`."""
     return f"seed/{token}/"

@@ -49,7 +49,7 @@ def boot_base_url(plan: Plan, service_address: str | None = None, scheme: str = 
     """Where the boot server serves this site's tree (iPXE scripts, seeds): http://<boot server>/gpudc/<site>
     (https: the seed server with the site CA's certificate, for clients that trust it)."""
     address = service_address or (plan.boot_servers[0] if plan.boot_servers else "")
-    return f"{scheme}://{address}/gpudc/{plan.site.name}"
+    return f"{scheme}://{address}{tokens.site_path(plan.site.name)}"
 
 
 @dataclass(slots=True)
