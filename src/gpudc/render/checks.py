@@ -59,11 +59,16 @@ def _run(argv: list[str], stdin: str | None = None) -> tuple[int, str]:
     return proc.returncode, redact((proc.stdout + proc.stderr).strip())
 
 
+def system_tool(name: str) -> str | None:
+    """A Debian checker's path: on PATH, else in /usr/sbin or /usr/bin (root's tools off a user's PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
 def _kea(root: Path) -> list[CheckResult]:
     conf = root / "dhcp" / "kea-dhcp4.conf"
     if not conf.is_file():
         return []
-    binary = shutil.which("kea-dhcp4") or ("/usr/sbin/kea-dhcp4" if Path("/usr/sbin/kea-dhcp4").exists() else None)
+    binary = system_tool("kea-dhcp4")
     if binary is None:
         return [CheckResult("kea-dhcp4 -t", "unavailable", "kea-dhcp4 not installed (Debian kea-dhcp4-server)")]
     rc, out = _run([binary, "-t", str(conf)])
@@ -75,7 +80,7 @@ def _kea(root: Path) -> list[CheckResult]:
 
 def frr_binary() -> str | None:
     """FRR's vtysh (Debian frr), whose --dryrun parses a config file with FRR's own command tree."""
-    return shutil.which("vtysh") or ("/usr/bin/vtysh" if Path("/usr/bin/vtysh").exists() else None)
+    return system_tool("vtysh")
 
 
 def frr_problems(path: Path) -> list[str]:
@@ -192,7 +197,7 @@ def _netplan(root: Path) -> list[CheckResult]:
             shapes.setdefault(json.dumps(_shape(network), sort_keys=True), (path, network))
     if not shapes:
         return []
-    binary = shutil.which("netplan") or ("/usr/sbin/netplan" if Path("/usr/sbin/netplan").exists() else None)
+    binary = system_tool("netplan")
     if binary is None:
         return [CheckResult("netplan generate", "unavailable", "netplan not installed (Debian netplan.io)")]
     problems = []
@@ -214,7 +219,7 @@ def _zones(root: Path) -> list[CheckResult]:
     files = sorted((root / "dns").glob("db.*"))
     if not files:
         return []
-    binary = shutil.which("named-checkzone") or shutil.which("named-checkzone", path="/usr/sbin:/usr/bin")
+    binary = system_tool("named-checkzone")
     if binary is None:
         return [CheckResult("named-checkzone", "unavailable", "named-checkzone not installed (Debian bind9-utils)")]
     failures = []
@@ -226,7 +231,7 @@ def _zones(root: Path) -> list[CheckResult]:
     results = [CheckResult("named-checkzone", "failed", "\n".join(failures[:10])) if failures
                else CheckResult("named-checkzone", "ok", f"{len(files)} zones")]
     conf = root / "dns" / "named.conf.gpudc"
-    checkconf = shutil.which("named-checkconf") or shutil.which("named-checkconf", path="/usr/sbin:/usr/bin")
+    checkconf = system_tool("named-checkconf")
     if conf.is_file() and checkconf is not None:
         with tempfile.TemporaryDirectory(prefix="gpudc-named-") as tmp:
             wrapper = Path(tmp) / "named.conf"
