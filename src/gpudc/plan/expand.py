@@ -28,6 +28,7 @@ from gpudc.errors import InputError
 from gpudc.model.site import NETWORK_NAMES, HallSpec, PoolSpec, Site
 from gpudc.plan.addresses import Allocator, duplicate_addresses, overlaps
 from gpudc.plan.types import (
+    HOST_BOND,
     Boot,
     BootFirmware,
     Cable,
@@ -685,16 +686,16 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
             a, z = leaves[k], leaves[k + 1]
             a.es_peer, z.es_peer = z.name, a.name
             a.es_sys_mac = z.es_sys_mac = _mac_plus(base, k // 2 + 1)
-        for node, node_slots in zip(b.nodes, slots, strict=True):
-            if node.homing == "dual":  # what the validator checks of its bond (gpudc.validate.checks.bond)
-                node.expected.bond_members = len(node_slots)
-                node.expected.bond_partner_mac = leaves[node_slots[0][0]].es_sys_mac
     for node, node_slots in zip(b.nodes, slots, strict=True):
+        port_macs = _inband_macs(b.site, node.name) if name == BOOT_NETWORK else []
+        if node.homing == "dual" and dual:  # what the validator checks of its bond (gpudc.validate.checks.bond)
+            node.expected.bond_members = len(node_slots)
+            node.expected.bond_partner_mac = leaves[node_slots[0][0]].es_sys_mac
         for k, (leaf_index, port_no) in enumerate(node_slots):
             leaf, port = leaves[leaf_index], str(port_no)
             leaf.used_ports += 1
             nic = f"{name}{k}"
-            mac = node.inband_macs[k] if name == BOOT_NETWORK and len(node.inband_macs) > k else None
+            mac = port_macs[k] if len(port_macs) > k else None
             existing = next((n for n in node.nics if n.name == nic), None)
             if existing is not None:  # the in-band NIC exists already (it carries the SSH address)
                 existing.rate_gbps, existing.switch, existing.switch_port = spec.rate_gbps, leaf.name, port
@@ -711,6 +712,18 @@ def _ethernet_fabric(b: _Build, name: str, per_node: int, allocator: Allocator |
     b.fabrics.append(Fabric(name, "ethernet", spec.rate_gbps, False, None, len(leaves), spines, cores))
 
 
+def _inband_macs(site: Site, node: str) -> list[str]:
+    """The node's in-band ports' MACs the site lists (gpudc:macs.<node>.inband), in cabling order."""
+    macs = site.macs.get(node)
+    return list(macs.inband) if macs else []
+
+
+def network_vlan(site: Site, network: str) -> int:
+    """A network's VLAN: the site's (networks.<name>.vlan), else the catalog's default for that network."""
+    spec = getattr(site.networks, network)
+    return (spec.vlan if spec is not None else None) or int(network_conventions()["default_vlan"][network])
+
+
 def _north_south(b: _Build) -> None:
     """Each node's in-band homing, and whether storage rides the in-band fabric (b.converged): as the SKU's
     reference architecture says (catalog ethernet_design), or as fabrics.inband.homing / .storage set."""
@@ -720,9 +733,6 @@ def _north_south(b: _Build) -> None:
         if other is not None and (other.homing is not None or other.storage is not None):
             b.problems.append(f"fabrics.{name}: 'homing' and 'storage' belong to the in-band fabric (fabrics.inband)")
     spec = site.fabrics.inband
-    for node in b.nodes:
-        macs = site.macs.get(node.name)
-        node.inband_macs = list(macs.inband) if macs else []
     if spec is None:
         return
     # a SKU the catalog records no design for (an overlay's own) keeps one port and a separate storage fabric
@@ -732,9 +742,10 @@ def _north_south(b: _Build) -> None:
     skus = sorted(design)
     for node in b.nodes:
         node.homing = spec.homing or design[node.sku]["homing"]
-        if node.inband_macs and len(node.inband_macs) != (2 if node.homing == "dual" else 1):
+        port_macs = _inband_macs(site, node.name)
+        if port_macs and len(port_macs) != (2 if node.homing == "dual" else 1):
             b.problems.append(
-                f"macs.{node.name}.inband: {len(node.inband_macs)} MACs for a {node.homing}-homed node "
+                f"macs.{node.name}.inband: {len(port_macs)} MACs for a {node.homing}-homed node "
                 f"({'two ports' if node.homing == 'dual' else 'one port'})"
             )
     storage: str | None = spec.storage
@@ -937,7 +948,7 @@ def _fabric_routing(b: _Build) -> tuple[list[Segment], list[str]]:
         fabric_leaves = leaves.get(carrier, [])
         if spec is None or not fabric_leaves:
             continue
-        vlan = spec.vlan or int(net["default_vlan"][name])
+        vlan = network_vlan(site, name)
         nets = [ipaddress.IPv4Network(p) for p in spec.prefixes]
         for k, leaf in enumerate(fabric_leaves):
             leaf.svi[name] = [str(n.broadcast_address - 1 - k) for n in nets]
@@ -1020,11 +1031,10 @@ def expand(
         node.nics.append(Nic("inband0", "inband", None, 0, node.addresses["inband"], node.boot_mac, None, None))
     if b.converged and "storage" in allocators:  # storage on a VLAN of the in-band link (the bond when dual)
         storage = allocators["storage"]
-        vlan = site.networks.storage.vlan if site.networks.storage and site.networks.storage.vlan else int(
-            network_conventions()["default_vlan"]["storage"])
+        vlan = network_vlan(site, "storage")
         for node in b.nodes:
             node.addresses["storage"] = storage.take()
-            link = "bond0" if node.homing == "dual" else "inband0"
+            link = HOST_BOND if node.homing == "dual" else "inband0"
             node.nics.append(Nic(f"{link}.{vlan}", "storage", None, 0, node.addresses["storage"], None, None, None))
     for dev in b.devices:
         dev.address = oob.take()

@@ -44,10 +44,14 @@ class Expectation:
     packages_by_role: dict[str, dict[str, str]] = field(default_factory=dict)
     rdma_mode: str = "inbox"  # inbox rdma-core, or doca (the profile's doca_ofed component)
     doca_version: str | None = None
-    # a dual-homed node: its in-band LACP bond (bond0) and the LACP partner it must see, the leaf pair's
+    # a dual-homed node: its in-band LACP bond (HOST_BOND) and the LACP partner it must see, the leaf pair's
     # EVPN multihoming system MAC; 0 / None for a single-homed node
     bond_members: int = 0
     bond_partner_mac: str | None = None
+
+
+#: A dual-homed node's in-band LACP bond: the rendered netplan makes it, the validator checks it.
+HOST_BOND = "bond0"
 
 
 @dataclass(slots=True)
@@ -119,7 +123,6 @@ class Node:
     # North-south (in-band) homing: "dual" = two ports to a leaf pair as one LACP bond (EVPN multihoming),
     # the bond taking the boot port's MAC so its Kea reservation holds from PXE to the installed OS
     homing: str = "single"
-    inband_macs: list[str] = field(default_factory=list)  # the in-band ports' MACs in cabling order, when known
 
     @property
     def ssh_address(self) -> str:

@@ -21,7 +21,7 @@ from gpudc import secrets
 from gpudc.boot import tokens
 from gpudc.catalog import network_conventions
 from gpudc.plan.expand import BOOT_NETWORK
-from gpudc.plan.types import BootFirmware, Cable, Device, Fabric, Node, Plan, Segment, Switch
+from gpudc.plan.types import HOST_BOND, BootFirmware, Cable, Device, Fabric, Node, Plan, Segment, Switch
 from gpudc.render.context import (
     DHCP_NETWORKS,
     Record,
@@ -246,13 +246,13 @@ def node_network(plan: Plan, node: Node) -> tuple[dict[str, Any], list[str]]:
             else:
                 missing.append(f"{nic.name} (port {nic.switch}:{nic.switch_port})")
         bond = network_conventions()["host_bond"]
-        doc["bonds"] = {"bond0": {
+        doc["bonds"] = {HOST_BOND: {
             "interfaces": sorted(ethernets), "macaddress": node.boot_mac, "dhcp4": True,
             "parameters": {"mode": bond["mode"], "lacp-rate": bond["lacp_rate"],
                            "transmit-hash-policy": bond["transmit_hash_policy"],
                            "mii-monitor-interval": bond["mii_monitor_interval"]},
         }}
-        link = "bond0"
+        link = HOST_BOND
     else:  # single-homed, or dual-homed with no MAC known: DHCP on the first matching port, as PXE did
         ethernets["inband0"] = {"match": {"macaddress": node.boot_mac} if node.boot_mac else {"name": "en*"},
                                 "dhcp4": True}
@@ -304,7 +304,7 @@ def render_pxe(ctx: Ctx, w: Writer) -> None:
                 "mode 0600; served at <base>/seed/<token>/node.ipxe)", secret=True)
         network, missing = node_network(plan, node)
         for port in missing:
-            w.placeholders.append(f"pxe: {node.name} bond0 lacks in-band port {port}: its MAC is unknown "
+            w.placeholders.append(f"pxe: {node.name} {HOST_BOND} lacks in-band port {port}: its MAC is unknown "
                                   f"(set gpudc:macs.{node.name}.inband; until then DHCP on the boot port alone)")
         text = ctx.render(
             "pxe/user-data.j2", node=node, node_info=_node_info(node), network=network,
@@ -395,7 +395,7 @@ def host_interfaces(ctx: Ctx, switch: Switch, ports: list[dict[str, Any]],
         if node is not None and node.homing == "dual" and switch.es_sys_mac:
             local_id = int(p["port"])
             iface.update(name=f"bond{local_id}", members=[p["ifname"]],
-                         description=f"{node.name} bond0 {p['far_port']}",
+                         description=f"{node.name} {HOST_BOND} {p['far_port']}",
                          es={"local_id": local_id, "mac": switch.es_sys_mac})
         out.append(iface)
     return out

@@ -3,11 +3,11 @@ aggregator, and its LACP partner the leaf pair's EVPN multihoming system MAC (th
 
 from __future__ import annotations
 
+from gpudc.plan.types import HOST_BOND
 from gpudc.validate.checks.base import Context
 from gpudc.validate.facts import Bond, BondMember
 from gpudc.validate.types import Finding
 
-BOND = "bond0"  # the rendered netplan's bond (gpudc.render.artifacts.node_network)
 MODE = "IEEE 802.3ad Dynamic link aggregation"
 # IEEE 802.1AX LACP port state bits: synchronization, collecting, distributing
 SYNC, COLLECTING, DISTRIBUTING = 0x08, 0x10, 0x20
@@ -33,16 +33,16 @@ def check(ctx: Context) -> list[Finding]:
     bonding = ctx.facts.get("bonding")
     if exp is None or exp.bond_members <= 0 or bonding is None:
         return []
-    bond = bonding["bonds"].get(BOND)
+    bond = bonding["bonds"].get(HOST_BOND)
     if bond is None:
         if bonding["driver"] == "absent":
             return [ctx.finding("bond", "bond_unverified", "the kernel has no bonding driver: dual-homing not seen",
-                                None, f"expected {BOND} over {exp.bond_members} in-band ports")]
+                                None, f"expected {HOST_BOND} over {exp.bond_members} in-band ports")]
         others = ", ".join(sorted(bonding["bonds"])) or "none"
-        return [ctx.finding("bond", "bond_missing", f"{BOND} missing on a dual-homed node", None,
+        return [ctx.finding("bond", "bond_missing", f"{HOST_BOND} missing on a dual-homed node", None,
                             f"expected 802.3ad over {exp.bond_members} in-band ports; bonds: {others}")]
     if bond["mode"] != MODE:
-        return [ctx.finding("bond", "bond_missing", f"{BOND} is {bond['mode'] or 'of unknown mode'}, not 802.3ad",
+        return [ctx.finding("bond", "bond_missing", f"{HOST_BOND} is {bond['mode'] or 'of unknown mode'}, not 802.3ad",
                             None, f"expected LACP with the leaf pair (partner {exp.bond_partner_mac})")]
     out: list[Finding] = []
     members = bond["members"]
@@ -51,16 +51,16 @@ def check(ctx: Context) -> list[Finding]:
     if working < exp.bond_members:
         named = "; ".join(f"{name}: {why}" for name, why in problems.items())
         out.append(ctx.finding("bond", "bond_member_down",
-                               f"{working} of {exp.bond_members} {BOND} members carry traffic", None,
-                               named or f"{len(members)} members in {BOND}"))
+                               f"{working} of {exp.bond_members} {HOST_BOND} members carry traffic", None,
+                               named or f"{len(members)} members in {HOST_BOND}"))
     want = (exp.bond_partner_mac or "").lower()
     seen = {m["name"]: m["partner_mac"] for m in members if m["partner_mac"] and m["name"] not in problems}
     if bond["partner_mac"] and bond["partner_mac"] not in (None, "00:00:00:00:00:00"):
-        seen[BOND] = bond["partner_mac"]
+        seen[HOST_BOND] = bond["partner_mac"]
     wrong = {name: mac for name, mac in seen.items() if want and mac != want}
     if wrong:
         out.append(ctx.finding("bond", "bond_partner_wrong",
-                               f"LACP partner of {BOND} is not the leaf pair's ES system MAC {want}", None,
+                               f"LACP partner of {HOST_BOND} is not the leaf pair's ES system MAC {want}", None,
                                ", ".join(f"{name}: {mac}" for name, mac in sorted(wrong.items()))
                                + " (cabled to other leaves, or their Ethernet segment is not configured)"))
     return out
