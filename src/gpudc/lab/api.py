@@ -171,13 +171,13 @@ def _controller_interface(plan: Plan) -> ipaddress.IPv4Interface:
     repository and the seeds), never the gateway address the fabric's leaves own."""
     if not plan.boot_servers:
         raise InputError("lab: the plan has no boot server (networks.boot_servers or an in-band reserve)")
-    address = ipaddress.ip_address(plan.boot_servers[0])
-    for pool in plan.pools:
-        for prefix in pool.prefixes if pool.network == "inband" else []:
-            network = ipaddress.ip_network(prefix)
-            if address in network:
-                return ipaddress.IPv4Interface(f"{address}/{network.prefixlen}")
-    raise InputError(f"lab: boot server {address} is in no in-band prefix of the plan")
+    from gpudc.plan.addresses import network_of
+
+    address = plan.boot_servers[0]
+    held = network_of(plan, address)
+    if held is None or held[0] != "inband":
+        raise InputError(f"lab: boot server {address} is in no in-band prefix of the plan")
+    return ipaddress.IPv4Interface(f"{address}/{ipaddress.ip_network(held[1]).prefixlen}")
 
 
 def _pool_gateway(plan: Plan, network: str) -> ipaddress.IPv4Interface:

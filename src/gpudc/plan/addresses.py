@@ -11,6 +11,16 @@ from gpudc.model.site import NetworkSpec
 from gpudc.plan.types import Plan
 
 
+def network_of(plan: Plan, address: str) -> tuple[str, str] | None:
+    """(network name, prefix) of the plan's address pool holding an address; None outside them all."""
+    ip = ipaddress.IPv4Address(address)
+    for pool in plan.pools:
+        for prefix in pool.prefixes:
+            if ip in ipaddress.IPv4Network(prefix):
+                return pool.network, prefix
+    return None
+
+
 def capacity(spec: NetworkSpec) -> int:
     return sum(max(0, ipaddress.IPv4Network(p).num_addresses - 2 - spec.reserve) for p in spec.prefixes)
 

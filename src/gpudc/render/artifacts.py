@@ -20,6 +20,7 @@ from jinja2 import Environment
 from gpudc import secrets
 from gpudc.boot import tokens
 from gpudc.catalog import network_conventions
+from gpudc.plan.addresses import network_of
 from gpudc.plan.expand import BOOT_NETWORK
 from gpudc.plan.types import HOST_BOND, BootFirmware, Cable, Device, Fabric, Node, Plan, Segment, Switch
 from gpudc.render.context import (
@@ -262,11 +263,11 @@ def node_network(plan: Plan, node: Node) -> tuple[dict[str, Any], list[str]]:
     vlans: dict[str, Any] = {}
     for seg in plan.segments:
         address = node.addresses.get(seg.network)
-        if seg.fabric != BOOT_NETWORK or seg.network == BOOT_NETWORK or not address:
+        held = network_of(plan, address) if address else None
+        if seg.fabric != BOOT_NETWORK or seg.network == BOOT_NETWORK or held is None:
             continue
-        prefix = next(ipaddress.IPv4Network(p) for p in seg.prefixes if ipaddress.IPv4Address(address) in
-                      ipaddress.IPv4Network(p))
-        vlans[f"{link}.{seg.vlan}"] = {"id": seg.vlan, "link": link, "addresses": [f"{address}/{prefix.prefixlen}"]}
+        length = ipaddress.IPv4Network(held[1]).prefixlen
+        vlans[f"{link}.{seg.vlan}"] = {"id": seg.vlan, "link": link, "addresses": [f"{address}/{length}"]}
     if vlans:
         doc["vlans"] = vlans
     return doc, missing

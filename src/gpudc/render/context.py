@@ -116,16 +116,6 @@ def address_records(plan: Plan) -> list[Record]:
     return records
 
 
-def network_of(plan: Plan, address: str) -> tuple[str, str] | None:
-    """(network name, prefix) holding an address."""
-    ip = ipaddress.IPv4Address(address)
-    for pool in plan.pools:
-        for prefix in pool.prefixes:
-            if ip in ipaddress.IPv4Network(prefix):
-                return pool.network, prefix
-    return None
-
-
 def gateway(prefix: str) -> str:
     """The first host of a prefix: the gateway address the model's `reserve` keeps free."""
     return str(ipaddress.IPv4Network(prefix).network_address + 1)
