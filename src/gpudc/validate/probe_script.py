@@ -1007,10 +1007,6 @@ def collect_ib(facts: dict[str, Any]) -> None:
     facts["ib_ports"] = ports
 
 
-def _lacp_state(value: str) -> int | None:
-    return int(value) if value.strip().isdigit() else None
-
-
 def parse_bonding(text: str) -> dict[str, Any]:
     """One /proc/net/bonding/<bond> file (the Linux bonding driver's text): mode, MII status, the
     active aggregator and its LACP partner, and per member its MII status, aggregator, failure count and
@@ -1040,22 +1036,22 @@ def parse_bonding(text: str) -> dict[str, Any]:
             elif key == "LACP rate":
                 bond["lacp_rate"] = value
             elif key == "Aggregator ID":  # under "Active Aggregator Info:"
-                bond["aggregator_id"] = _lacp_state(value)
+                bond["aggregator_id"] = _num(value)
             elif key == "Partner Mac Address":
                 bond["partner_mac"] = value.lower()
         elif pdu and key == "port state":
-            member[f"{pdu}_state"] = _lacp_state(value)
+            member[f"{pdu}_state"] = _num(value)
         elif pdu == "partner" and key == "system mac address":
             member["partner_mac"] = value.lower()
         elif not pdu:
             if key == "MII Status":
                 member["mii_status"] = value
             elif key == "Aggregator ID":
-                member["aggregator_id"] = _lacp_state(value)
+                member["aggregator_id"] = _num(value)
             elif key == "Link Failure Count":
-                member["link_failures"] = _lacp_state(value)
+                member["link_failures"] = _num(value)
             elif key == "Speed":
-                member["speed_mbps"] = _lacp_state(value.split()[0]) if value.split() else None
+                member["speed_mbps"] = _num(value)  # "100000 Mbps"
     return bond
 
 

@@ -55,7 +55,7 @@ def check(ctx: Context) -> list[Finding]:
                                named or f"{len(members)} members in {HOST_BOND}"))
     want = (exp.bond_partner_mac or "").lower()
     seen = {m["name"]: m["partner_mac"] for m in members if m["partner_mac"] and m["name"] not in problems}
-    if bond["partner_mac"] and bond["partner_mac"] not in (None, "00:00:00:00:00:00"):
+    if bond["partner_mac"] not in (None, "00:00:00:00:00:00"):  # all zeros: no partner at all
         seen[HOST_BOND] = bond["partner_mac"]
     wrong = {name: mac for name, mac in seen.items() if want and mac != want}
     if wrong:
