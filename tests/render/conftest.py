@@ -6,8 +6,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from gpudc.model import load_site
 from gpudc.plan import load_plan
@@ -67,3 +69,11 @@ def big_tree(tmp_path_factory: pytest.TempPathFactory, secret_dir: Path) -> tupl
 @pytest.fixture(scope="session")
 def mini_tree(tmp_path_factory: pytest.TempPathFactory, secret_dir: Path) -> tuple[Plan, Path]:
     return _render(IBMINI, tmp_path_factory.mktemp("ibmini"), secret_dir)
+
+
+def nvue(tree: Path, switch: str) -> dict[str, Any]:
+    """The `set` tree of a rendered switch's NVUE startup.yaml."""
+    doc = yaml.safe_load((tree / "switches" / switch / "startup.yaml").read_text())
+    assert isinstance(doc, list)
+    cfg: dict[str, Any] = doc[0]["set"]
+    return cfg

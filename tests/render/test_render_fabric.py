@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gpudc.model import load_site
 from gpudc.plan import load_plan
 from gpudc.plan.types import Plan
 from gpudc.render import render_site
 from gpudc.render.checks import check_tree, frr_binary, frr_problems
+
+from .conftest import nvue
 
 needs_frr = pytest.mark.skipif(frr_binary() is None, reason="vtysh not installed (Debian frr, ci/apt-packages.txt)")
 
@@ -22,13 +23,6 @@ def osaka(tmp_path_factory: pytest.TempPathFactory) -> tuple[Plan, Path]:
     plan = load_plan("osaka-sakai")
     render_site(plan, out, load_site("osaka-sakai")[0])
     return plan, out
-
-
-def nvue(tree: Path, switch: str) -> dict:
-    doc = yaml.safe_load((tree / "switches" / switch / "startup.yaml").read_text())
-    assert isinstance(doc, list)
-    cfg: dict = doc[0]["set"]
-    return cfg
 
 
 def test_every_boot_network_leaf_relays_to_the_boot_server(osaka: tuple[Plan, Path]) -> None:

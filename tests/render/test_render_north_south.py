@@ -19,7 +19,7 @@ from gpudc.plan.types import Plan
 from gpudc.render import render_site
 from gpudc.render.checks import check_tree, frr_binary, frr_problems, nvue_schema
 
-from .conftest import secret_env
+from .conftest import nvue, secret_env
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "nvue" / "evpn-mh-leaf01.yaml"
 needs_frr = pytest.mark.skipif(frr_binary() is None, reason="vtysh not installed (Debian frr, ci/apt-packages.txt)")
@@ -44,11 +44,6 @@ def site(tmp_path_factory: pytest.TempPathFactory, secret_dir: Path) -> tuple[Pl
     with secret_env(secret_dir):
         render_site(plan, out, site)
     return plan, out
-
-
-def nvue(tree: Path, switch: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((tree / "switches" / switch / "startup.yaml").read_text())[0]["set"]
-    return doc
 
 
 def paths(tree: Any, prefix: str = "") -> set[str]:
